@@ -1,0 +1,12 @@
+//! Loopgate: a reverse-proxy authentication gateway for Loopwise schools, on pingora.
+//!
+//! Everything lives in this library so that tests run the real servers in-process;
+//! `main.rs` only parses the command line.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod duration;
+pub mod emulator;
+pub mod html;
+pub mod oauth;
+pub mod random;
