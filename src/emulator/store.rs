@@ -284,10 +284,12 @@ impl Store {
         let confidential = match method.as_str() {
             "none" => false,
             "client_secret_post" => true,
-            other => return Err(meta(&format!(
+            other => {
+                return Err(meta(&format!(
                 "token_endpoint_auth_method `{}` is not supported (use none or client_secret_post)",
                 printable(other)
-            ))),
+            )))
+            }
         };
         let scopes = match req.scope.as_deref() {
             None => scope::LOOPWISE_SCOPES
