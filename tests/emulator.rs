@@ -992,3 +992,15 @@ async fn dynamic_registration_of_a_confidential_client() {
     );
     assert_eq!(em.stats().event("client_registered"), 1);
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_listener() {
+    let em = emulator().await;
+    let url = format!("{}/.well-known/oauth-authorization-server", em.url());
+    assert!(http().get(&url).send().await.is_ok());
+    em.shutdown().await;
+    assert!(
+        http().get(&url).send().await.is_err(),
+        "connection refused after shutdown"
+    );
+}
