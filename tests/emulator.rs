@@ -829,6 +829,17 @@ async fn bad_input_gets_a_4xx_with_an_rfc6749_error() {
             assert!(body["error_description"].is_string(), "case {i}");
         }
     }
+    // Non-ASCII form ids (a multi-byte character across byte 16) are refused, not a panic.
+    for path in ["login", "consent"] {
+        let r = h
+            .post(format!("{base}/oauth/authorize/{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("request_id=aaaaaaaaaaaaaaa%C3%A9&csrf=x&user=grace&decision=approve")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
     // Still alive afterwards.
     let r = h
         .get(format!("{base}/.well-known/oauth-authorization-server"))

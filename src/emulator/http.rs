@@ -205,8 +205,15 @@ fn redirect(status: StatusCode, location: &str) -> Response {
 }
 
 /// Each pending authorization has its own cookie, so several tabs can sign in at once.
+/// The id comes from a form, so only its first 16 token characters are used (a
+/// multi-byte character must not split, and the name must stay a valid cookie name).
 fn binding_cookie_name(request_id: &str) -> String {
-    format!("lw_authz_{}", &request_id[..request_id.len().min(16)])
+    let short: String = request_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(16)
+        .collect();
+    format!("lw_authz_{short}")
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

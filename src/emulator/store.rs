@@ -804,8 +804,9 @@ impl Store {
         })
     }
 
-    /// Forgets what can no longer be used, every few hundred inserts, so a long benchmark
-    /// run does not grow without bound. Revoked families stay: replays must still be caught.
+    /// Forgets expired requests, codes and access tokens every few hundred inserts.
+    /// Refresh tokens and families are kept for the process lifetime (about 100 bytes per
+    /// login or refresh): a replay must be caught however late it comes.
     fn gc(&mut self, now: u64) {
         self.inserts_since_gc += 1;
         if self.inserts_since_gc < 256 {
