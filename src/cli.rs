@@ -24,8 +24,40 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway with a config file.
+    Run(ConfigArgs),
+    /// Validate a config file: exit 0, or 64 listing every problem by key path.
+    Check(ConfigArgs),
+    /// Run the demo: emulator + sample app + gateway, on loopback, no config needed.
+    Demo(DemoArgs),
     /// Run the Loopwise emulator: a strict local stand-in for a Loopwise school.
     Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The TOML config file.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    pub config_flag: Option<std::path::PathBuf>,
+    /// The config file, as a positional argument.
+    #[arg(value_name = "FILE", conflicts_with = "config_flag")]
+    pub config_pos: Option<std::path::PathBuf>,
+}
+
+impl ConfigArgs {
+    fn path(&self) -> Option<&std::path::Path> {
+        self.config_flag.as_deref().or(self.config_pos.as_deref())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens (the URL to open).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Access-token lifetime at the demo's emulator.
+    #[arg(long, default_value = "7200s", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -65,10 +97,98 @@ fn parse_client(s: &str) -> Result<ClientSpec, String> {
 }
 
 /// Runs the parsed command to completion and returns the process exit code.
-pub async fn run(cli: Cli) -> ExitCode {
+/// `run` owns the thread (pingora builds its own runtimes); the others get a tokio runtime.
+pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Emulator(args) => run_emulator(args).await,
+        Command::Run(args) => run_gateway(&args),
+        Command::Check(args) => check(&args),
+        Command::Demo(args) => with_runtime(run_demo(args)),
+        Command::Emulator(args) => with_runtime(run_emulator(args)),
     }
+}
+
+fn with_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("loopgate: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<crate::config::Config, ExitCode> {
+    let Some(path) = args.path() else {
+        eprintln!("loopgate: give the config file: --config FILE");
+        return Err(ExitCode::from(EXIT_USAGE));
+    };
+    crate::config::load(path).map_err(|errors| {
+        eprintln!(
+            "loopgate: {} has {} problem(s):",
+            path.display(),
+            errors.0.len()
+        );
+        for e in &errors.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn check(args: &ConfigArgs) -> ExitCode {
+    match load(args) {
+        Ok(c) => {
+            println!(
+                "config OK: listen {}, public URL {}, issuer {}, {} route(s)",
+                c.server.listen,
+                c.server.public_url,
+                c.loopwise.issuer,
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run_gateway(args: &ConfigArgs) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::server::run_blocking(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loopgate: {e}");
+            tracing::error!(error = %e, "start-up failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> ExitCode {
+    let demo = match crate::demo::Demo::start(args.listen, args.access_token_ttl).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("loopgate demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!();
+    println!(
+        "  Loopgate demo is running. Open {} in a browser.",
+        demo.url()
+    );
+    println!("  Sign in as a demo user (ada: school admin, grace: teacher, alan: student),");
+    println!("  approve the consent page, and the sample app shows who you are.");
+    println!(
+        "  (Loopwise emulator: {}; Ctrl-C stops everything.)",
+        demo.emulator.url()
+    );
+    println!();
+    shutdown_signal().await;
+    demo.shutdown().await;
+    ExitCode::SUCCESS
 }
 
 async fn run_emulator(args: EmulatorArgs) -> ExitCode {

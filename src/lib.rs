@@ -5,8 +5,16 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
+pub mod demo;
 pub mod duration;
 pub mod emulator;
+pub mod gateway;
 pub mod html;
+pub mod login;
 pub mod oauth;
+pub mod policy;
+pub mod proxy;
 pub mod random;
+pub mod server;
+pub mod session;

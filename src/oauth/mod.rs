@@ -1,4 +1,11 @@
-//! The OAuth 2.0 pieces shared by the gateway and the emulator.
+//! The OAuth 2.0 pieces: PKCE, scopes, and the Loopwise client (shared by the gateway and
+//! the emulator where it makes sense).
 
+pub mod client;
+pub mod http;
 pub mod pkce;
+pub mod registration;
 pub mod scope;
+
+pub use client::{LoopwiseClient, LoopwiseError, Metadata, TokenSet};
+pub use http::{HttpClient, HttpRequest, HttpResponse, ReqwestClient, TransportError};

@@ -1,0 +1,663 @@
+//! Configuration: TOML → [`RawConfig`](raw::RawConfig) → validated [`Config`].
+//!
+//! Parsing and validation are separate steps. Validation collects every problem with its
+//! key path (`routes[1].upstream: ...`) so an operator fixes them all in one go, and
+//! unknown keys are errors (a typo must not silently fall back to a default).
+
+mod raw;
+pub mod secret;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+pub use secret::{Secret, SecretSource};
+
+use crate::oauth::scope;
+
+/// Minimum decoded length of a session secret.
+pub const MIN_SESSION_SECRET_BYTES: usize = 32;
+
+/// One problem, at one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in a config, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// Whether some error is about `key` (tests and tooling).
+    pub fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|e| e.key == key)
+    }
+}
+
+/// How a route authenticates its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Browser sessions: anonymous navigations are sent to Loopwise to log in.
+    Login,
+    /// No authentication; spoofed identity headers are still stripped.
+    Public,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Origin browsers use, without a trailing slash.
+    pub public_url: String,
+    /// Whether `public_url` is https (cookies get `Secure` and `__Host-`).
+    pub secure: bool,
+    pub prefix: String,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The OAuth redirect URI: byte-identical in authorize and token requests.
+    pub fn callback_url(&self) -> String {
+        format!("{}{}/callback", self.public_url, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoopwiseConfig {
+    pub issuer: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    pub registration_file: PathBuf,
+    pub client_name: String,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Decoded secrets; the first seals, all open.
+    pub secrets: Vec<Vec<u8>>,
+    /// The full cookie name, `__Host-` prefixed when served over https.
+    pub cookie_name: String,
+    pub lifetime: Duration,
+}
+
+/// An upstream URL split into what a connection needs; resolved to addresses at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// The `Host` header value for this upstream (port omitted when default).
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub path: String,
+    pub upstream: Upstream,
+    pub auth: AuthKind,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub loopwise: LoopwiseConfig,
+    pub session: SessionConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Reads and validates the config file at `path`, with secrets from the process env.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            key: path.display().to_string(),
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &base, &|k| std::env::var(k).ok())
+}
+
+/// Parses and validates config text. `base_dir` anchors relative paths; `env` looks up
+/// environment variables (injected so that tests stay pure).
+pub fn parse(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let de = toml::Deserializer::new(text);
+    let raw: raw::RawConfig = match serde_ignored::deserialize(de, |path| {
+        errors.push(ConfigError {
+            key: key_path(&path.to_string()),
+            message: "unknown key".into(),
+        })
+    }) {
+        Ok(raw) => raw,
+        Err(e) => {
+            errors.push(ConfigError {
+                key: "(syntax)".into(),
+                message: e.to_string().trim().replace('\n', " "),
+            });
+            return Err(ConfigErrors(errors));
+        }
+    };
+    let mut v = Validator {
+        errors,
+        env,
+        base_dir,
+    };
+    let config = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(config.expect("no errors means a complete config"))
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+struct Validator<'a> {
+    errors: Vec<ConfigError>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn invalid(&mut self, key: &str, value: &str, reason: impl fmt::Display) {
+        self.err(key, format!("`{value}` is not valid: {reason}"));
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let value = value.unwrap_or(default);
+        match crate::duration::parse(value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.invalid(key, value, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.err(key, e.to_string());
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str, value: Option<&str>, must_exist: bool) -> Option<PathBuf> {
+        let p = self.base_dir.join(value?);
+        if must_exist && !p.is_file() {
+            self.err(key, format!("file `{}` does not exist", p.display()));
+        }
+        Some(p)
+    }
+
+    fn config(&mut self, raw: raw::RawConfig) -> Option<Config> {
+        let server = self.server(raw.server);
+        let loopwise = self.loopwise(raw.loopwise);
+        let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
+        let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
+        Some(Config {
+            server: server?,
+            loopwise: loopwise?,
+            session: session?,
+            routes,
+        })
+    }
+
+    fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {
+        let listen_s = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = match listen_s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.invalid(
+                    "server.listen",
+                    &listen_s,
+                    "expected IP:PORT, e.g. 0.0.0.0:8080",
+                );
+                None
+            }
+        };
+        let public_url = match (raw.public_url, listen) {
+            (Some(u), _) => self.origin("server.public_url", &u),
+            (None, Some(l)) => Some(format!("http://{l}")),
+            (None, None) => None,
+        };
+        let prefix = raw.prefix.unwrap_or_else(|| "/oauth2".into());
+        let prefix_ok = prefix.starts_with('/')
+            && prefix.len() > 1
+            && !prefix.ends_with('/')
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+            && !prefix.contains("//")
+            && !prefix.split('/').any(|seg| seg == "." || seg == "..");
+        if !prefix_ok {
+            self.invalid(
+                "server.prefix",
+                &prefix,
+                "must look like /oauth2: a leading slash, no trailing slash, plain characters",
+            );
+        }
+        let threads = match raw.threads {
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            Some(n) if (1..=256).contains(&n) => n as usize,
+            Some(n) => {
+                self.invalid(
+                    "server.threads",
+                    &n.to_string(),
+                    "must be between 1 and 256",
+                );
+                1
+            }
+        };
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            "20s",
+        );
+        let public_url = public_url?;
+        Some(ServerConfig {
+            listen: listen?,
+            secure: public_url.starts_with("https://"),
+            public_url,
+            prefix,
+            threads,
+            shutdown_grace,
+        })
+    }
+
+    /// An http(s) origin (scheme, host, port) with no path, query or fragment.
+    fn origin(&mut self, key: &str, value: &str) -> Option<String> {
+        let u = match url::Url::parse(value) {
+            Ok(u) => u,
+            Err(e) => {
+                self.invalid(key, value, e);
+                return None;
+            }
+        };
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            self.invalid(key, value, "must be an http:// or https:// URL with a host");
+            return None;
+        }
+        if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+            self.invalid(
+                key,
+                value,
+                "must be an origin only (no path, query or fragment)",
+            );
+            return None;
+        }
+        Some(value.trim_end_matches('/').to_string())
+    }
+
+    fn loopwise(&mut self, raw: raw::RawLoopwise) -> Option<LoopwiseConfig> {
+        let issuer = match raw.issuer {
+            None => {
+                self.err(
+                    "loopwise.issuer",
+                    "is required (the school's origin, e.g. https://demo.loopwise.com)",
+                );
+                None
+            }
+            Some(i) => self.origin("loopwise.issuer", &i),
+        };
+        if let Some(i) = &issuer {
+            let host = url::Url::parse(i)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            let loopback = host == "localhost"
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if i.starts_with("http://") && !loopback && !raw.allow_http.unwrap_or(false) {
+                self.invalid(
+                    "loopwise.issuer",
+                    i,
+                    "must be https (http is allowed for loopback addresses, or set loopwise.allow_http = true)",
+                );
+            }
+        }
+        if let Some(id) = &raw.client_id {
+            if id.is_empty() || id.chars().any(|c| c.is_control() || c == ' ') {
+                self.invalid(
+                    "loopwise.client_id",
+                    id,
+                    "must be a non-empty id without spaces",
+                );
+            }
+        }
+        let client_secret = match &raw.client_secret {
+            None => None,
+            Some(src) => {
+                if raw.client_id.is_none() {
+                    self.err(
+                        "loopwise.client_secret",
+                        "needs loopwise.client_id (dynamically registered clients are public)",
+                    );
+                }
+                match src.resolve(self.env, self.base_dir) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.err("loopwise.client_secret", e);
+                        None
+                    }
+                }
+            }
+        };
+        let scopes = raw.scopes.unwrap_or_else(|| vec!["read".into()]);
+        if scopes.is_empty() {
+            self.err("loopwise.scopes", "must list at least one scope");
+        }
+        for (i, s) in scopes.iter().enumerate() {
+            if !scope::is_valid_token(s) {
+                self.invalid(&format!("loopwise.scopes[{i}]"), s, "not a scope token");
+            }
+        }
+        let registration_file = self
+            .path(
+                "loopwise.registration_file",
+                Some(
+                    raw.registration_file
+                        .as_deref()
+                        .unwrap_or("loopgate-registration.json"),
+                ),
+                false,
+            )
+            .unwrap_or_default();
+        let timeout = self.duration("loopwise.timeout", raw.timeout.as_deref(), "10s");
+        let ca_file = self.path("loopwise.ca_file", raw.ca_file.as_deref(), true);
+        Some(LoopwiseConfig {
+            issuer: issuer?,
+            client_id: raw.client_id,
+            client_secret,
+            scopes,
+            registration_file,
+            client_name: raw.client_name.unwrap_or_else(|| "Loopgate".into()),
+            timeout,
+            ca_file,
+        })
+    }
+
+    fn session(&mut self, raw: raw::RawSession, secure: bool) -> Option<SessionConfig> {
+        let mut secrets = Vec::new();
+        match raw.secrets {
+            None => self.err(
+                "session.secrets",
+                "is required: base64 of at least 32 random bytes, e.g. [{ env = \"LOOPGATE_SESSION_SECRET\" }] (generate with: head -c 32 /dev/urandom | base64)",
+            ),
+            Some(list) if list.is_empty() => self.err("session.secrets", "must list at least one secret"),
+            Some(list) => {
+                for (i, src) in list.iter().enumerate() {
+                    let key = format!("session.secrets[{i}]");
+                    match src.resolve(self.env, self.base_dir) {
+                        Err(e) => self.err(&key, e),
+                        Ok(s) => match decode_session_secret(s.expose()) {
+                            Ok(bytes) => secrets.push(bytes),
+                            Err(e) => self.err(&key, e),
+                        },
+                    }
+                }
+            }
+        }
+        let name = raw.cookie_name.unwrap_or_else(|| "loopgate_session".into());
+        let name_ok = !name.is_empty()
+            && !name.starts_with("__")
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            self.invalid(
+                "session.cookie_name",
+                &name,
+                "letters, digits, `_` and `-` only, not starting with `__` (the __Host- prefix is added for https)",
+            );
+        }
+        let lifetime = self.duration("session.lifetime", raw.lifetime.as_deref(), "7d");
+        let cookie_name = if secure {
+            format!("__Host-{name}")
+        } else {
+            name
+        };
+        (!secrets.is_empty()).then_some(SessionConfig {
+            secrets,
+            cookie_name,
+            lifetime,
+        })
+    }
+
+    fn routes(&mut self, raw: Vec<raw::RawRoute>, prefix: Option<&str>) -> Vec<RouteConfig> {
+        if raw.is_empty() {
+            self.err("routes", "at least one [[routes]] entry is required");
+        }
+        let mut out: Vec<RouteConfig> = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let k = |f: &str| format!("routes[{i}].{f}");
+            let name = match r.name {
+                None => {
+                    self.err(k("name"), "is required");
+                    String::new()
+                }
+                Some(n) => {
+                    let ok = !n.is_empty()
+                        && n.len() <= 64
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if !ok {
+                        self.invalid(
+                            &k("name"),
+                            &n,
+                            "letters, digits, `_` and `-` only (it becomes a metric label)",
+                        );
+                    } else if out.iter().any(|o| o.name == n) {
+                        self.invalid(&k("name"), &n, "another route has this name");
+                    }
+                    n
+                }
+            };
+            let path = match r.path {
+                None => {
+                    self.err(k("path"), "is required");
+                    String::from("/")
+                }
+                Some(p) => {
+                    if !p.starts_with('/')
+                        || p.contains(['?', '#', '%', '\\'])
+                        || p.bytes().any(|b| b.is_ascii_control() || b == b' ')
+                    {
+                        self.invalid(&k("path"), &p, "must be a plain path starting with `/` (no query, `%`, `\\` or spaces)");
+                    } else if crate::proxy::path::normalize(&p).as_deref() != Some(p.as_str()) {
+                        self.invalid(
+                            &k("path"),
+                            &p,
+                            "must already be normalised (no `//`, `.` or `..` segments)",
+                        );
+                    } else if out.iter().any(|o| o.path == p) {
+                        self.invalid(
+                            &k("path"),
+                            &p,
+                            "another route has the same path (ties are ambiguous)",
+                        );
+                    }
+                    if let Some(prefix) = prefix {
+                        if crate::proxy::path::under_prefix(&p, prefix) {
+                            self.invalid(
+                                &k("path"),
+                                &p,
+                                format!("overlaps the gateway's own endpoints under `{prefix}`"),
+                            );
+                        }
+                    }
+                    p
+                }
+            };
+            let upstream = match r.upstream {
+                None => {
+                    self.err(k("upstream"), "is required (e.g. http://127.0.0.1:9000)");
+                    None
+                }
+                Some(u) => self.upstream(&k("upstream"), &u),
+            };
+            let auth = match r.auth.as_deref() {
+                None | Some("login") => AuthKind::Login,
+                Some("public") => AuthKind::Public,
+                Some(other) => {
+                    self.invalid(&k("auth"), other, "expected `login` or `public`");
+                    AuthKind::Login
+                }
+            };
+            let ca_file = self.path(&k("ca_file"), r.ca_file.as_deref(), true);
+            let connect_timeout =
+                self.duration(&k("connect_timeout"), r.connect_timeout.as_deref(), "5s");
+            let read_timeout = self.duration(&k("read_timeout"), r.read_timeout.as_deref(), "60s");
+            if let Some(upstream) = upstream {
+                out.push(RouteConfig {
+                    name,
+                    path,
+                    upstream,
+                    auth,
+                    strip_prefix: r.strip_prefix.unwrap_or(false),
+                    preserve_host: r.preserve_host.unwrap_or(true),
+                    ca_file,
+                    connect_timeout,
+                    read_timeout,
+                });
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, key: &str, value: &str) -> Option<Upstream> {
+        let u = match url::Url::parse(value) {
+            Ok(u) => u,
+            Err(e) => {
+                self.invalid(key, value, e);
+                return None;
+            }
+        };
+        let tls = match u.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => {
+                self.invalid(key, value, "must be http:// or https://");
+                return None;
+            }
+        };
+        let Some(host) = u.host_str() else {
+            self.invalid(key, value, "has no host");
+            return None;
+        };
+        if u.path() != "/"
+            || u.query().is_some()
+            || u.fragment().is_some()
+            || !u.username().is_empty()
+        {
+            self.invalid(
+                key,
+                value,
+                "must be scheme://host[:port] only (no path, query or credentials)",
+            );
+            return None;
+        }
+        Some(Upstream {
+            tls,
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: u
+                .port_or_known_default()
+                .unwrap_or(if tls { 443 } else { 80 }),
+        })
+    }
+}
+
+/// `routes.0.name` (serde_ignored's form) → `routes[0].name`, as in every other message.
+fn key_path(dotted: &str) -> String {
+    let mut out = String::new();
+    for seg in dotted.split('.') {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// A session secret is base64 (standard or URL-safe, padded or not) of ≥ 32 bytes.
+pub fn decode_session_secret(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim();
+    let bytes = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(s).ok())
+        .ok_or_else(|| {
+            "is not base64 (generate one with: head -c 32 /dev/urandom | base64)".to_string()
+        })?;
+    if bytes.len() < MIN_SESSION_SECRET_BYTES {
+        return Err(format!(
+            "decodes to {} bytes; at least {MIN_SESSION_SECRET_BYTES} random bytes are required",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests;

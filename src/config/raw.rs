@@ -1,0 +1,60 @@
+//! The TOML file as written: every key optional here, so that validation can report all
+//! missing and bad keys at once instead of stopping at the first.
+
+use serde::Deserialize;
+
+use super::secret::SecretSource;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub loopwise: RawLoopwise,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub prefix: Option<String>,
+    pub threads: Option<i64>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLoopwise {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+    pub scopes: Option<Vec<String>>,
+    pub registration_file: Option<String>,
+    pub client_name: Option<String>,
+    pub timeout: Option<String>,
+    pub ca_file: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSession {
+    pub secrets: Option<Vec<SecretSource>>,
+    pub cookie_name: Option<String>,
+    pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub auth: Option<String>,
+    pub strip_prefix: Option<bool>,
+    pub preserve_host: Option<bool>,
+    pub ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+}

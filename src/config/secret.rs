@@ -1,0 +1,101 @@
+//! Secrets in config: a literal, `{ env = "NAME" }` or `{ file = "path" }`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Where a secret comes from, as written in the config file.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    Literal(String),
+    Env { env: String },
+    File { file: String },
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Literal(_) => f.write_str("Literal(<redacted>)"),
+            SecretSource::Env { env } => write!(f, "Env({env})"),
+            SecretSource::File { file } => write!(f, "File({file})"),
+        }
+    }
+}
+
+/// A resolved secret. Its `Debug` is redacted so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret; `env` looks variables up (injected so tests need no process env),
+    /// relative files are taken from `base_dir` (the config file's folder).
+    pub fn resolve(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        base_dir: &Path,
+    ) -> Result<Secret, String> {
+        let value = match self {
+            SecretSource::Literal(s) => s.clone(),
+            SecretSource::Env { env: name } => {
+                env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?
+            }
+            SecretSource::File { file } => {
+                let path = base_dir.join(file);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string()
+            }
+        };
+        if value.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        Ok(Secret(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_resolve_and_debug_redacts() {
+        let env = |k: &str| (k == "SET").then(|| "from-env".to_string());
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("loopgate-secret-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").unwrap();
+        let lit = SecretSource::Literal("lit".into());
+        assert_eq!(lit.resolve(&env, &dir).unwrap().expose(), "lit");
+        let e = SecretSource::Env { env: "SET".into() };
+        assert_eq!(e.resolve(&env, &dir).unwrap().expose(), "from-env");
+        let missing = SecretSource::Env {
+            env: "UNSET".into(),
+        };
+        assert!(missing.resolve(&env, &dir).unwrap_err().contains("UNSET"));
+        let f = SecretSource::File {
+            file: file.file_name().unwrap().to_string_lossy().into(),
+        };
+        let s = f.resolve(&env, &dir).unwrap();
+        assert_eq!(s.expose(), "from-file");
+        assert!(!format!("{s:?} {lit:?}").contains("from-file"));
+        assert!(!format!("{lit:?}").contains("lit)"));
+        std::fs::remove_file(file).unwrap();
+    }
+}

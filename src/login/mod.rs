@@ -1,0 +1,4 @@
+//! The browser login: per-login state cookies and post-login targets.
+
+pub mod state;
+pub mod target;

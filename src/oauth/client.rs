@@ -1,0 +1,505 @@
+//! The Loopwise OAuth client: discovery, authorize URL, code exchange, refresh, revoke
+//! and userinfo. Requests are built and responses parsed by pure functions; only
+//! [`HttpClient::execute`] touches the network, so everything else is unit-tested.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::http::{HttpClient, HttpRequest, HttpResponse};
+use crate::config::Secret;
+use crate::session::Identity;
+
+/// What went wrong talking to Loopwise, classified by type so callers never match strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopwiseError {
+    /// No HTTP answer (refused, timeout, TLS): transient.
+    #[error("Loopwise is unreachable: {0}")]
+    Unreachable(String),
+    /// A 5xx or 429: transient.
+    #[error("Loopwise answered HTTP {0}")]
+    Unavailable(u16),
+    /// An RFC 6749 error answer, e.g. `invalid_grant`.
+    #[error("Loopwise refused: {code}")]
+    Refused { code: String, description: String },
+    /// A 2xx whose body is not what the protocol says: transient (proxies, HTML pages).
+    #[error("Loopwise sent an unexpected response: {0}")]
+    Malformed(String),
+}
+
+impl LoopwiseError {
+    /// Whether the grant behind the request is dead (`invalid_grant`, `invalid_client`):
+    /// the session must end. Anything else may succeed later.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, LoopwiseError::Refused { code, .. } if code == "invalid_grant" || code == "invalid_client")
+    }
+}
+
+/// RFC 8414 metadata, the fields Loopgate uses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub registration_endpoint: Option<String>,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+}
+
+impl Metadata {
+    pub fn url(issuer: &str) -> String {
+        format!("{issuer}/.well-known/oauth-authorization-server")
+    }
+
+    /// Parses and checks metadata: the issuer must be the configured one (RFC 8414 §3.3)
+    /// and S256 must be offered.
+    pub fn parse(resp: &HttpResponse, expected_issuer: &str) -> Result<Metadata, LoopwiseError> {
+        let m: Metadata = parse_json(resp)?;
+        if m.issuer.trim_end_matches('/') != expected_issuer {
+            return Err(LoopwiseError::Malformed(format!(
+                "metadata issuer `{}` is not the configured issuer `{expected_issuer}`",
+                m.issuer
+            )));
+        }
+        if !m
+            .code_challenge_methods_supported
+            .iter()
+            .any(|c| c == "S256")
+        {
+            return Err(LoopwiseError::Malformed(
+                "metadata does not offer PKCE S256".into(),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Loopwise documents userinfo at a fixed path even when metadata omits it.
+    pub fn userinfo_url(&self) -> String {
+        self.userinfo_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("{}/api/oauth/userinfo", self.issuer.trim_end_matches('/')))
+    }
+}
+
+/// A token endpoint answer (DESIGN §1); extra Loopwise fields are ignored.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub token_type: String,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(resp: &HttpResponse) -> Result<T, LoopwiseError> {
+    if resp.status == 429 || resp.status >= 500 {
+        return Err(LoopwiseError::Unavailable(resp.status));
+    }
+    if !(200..300).contains(&resp.status) {
+        return Err(match serde_json::from_slice::<ErrorBody>(&resp.body) {
+            Ok(e) => LoopwiseError::Refused {
+                code: e.error,
+                description: e.error_description.unwrap_or_default(),
+            },
+            Err(_) if resp.status == 401 => LoopwiseError::Refused {
+                code: "invalid_token".into(),
+                description: String::new(),
+            },
+            Err(_) => LoopwiseError::Malformed(format!(
+                "HTTP {} without an OAuth error body",
+                resp.status
+            )),
+        });
+    }
+    serde_json::from_slice(&resp.body)
+        .map_err(|e| LoopwiseError::Malformed(format!("invalid JSON: {e}")))
+}
+
+/// Parses a token response; a non-Bearer token type is refused.
+pub fn parse_token(resp: &HttpResponse) -> Result<TokenSet, LoopwiseError> {
+    let t: TokenSet = parse_json(resp)?;
+    if !t.token_type.eq_ignore_ascii_case("bearer") {
+        return Err(LoopwiseError::Malformed(format!(
+            "token_type `{}` is not Bearer",
+            t.token_type
+        )));
+    }
+    if t.access_token.is_empty() {
+        return Err(LoopwiseError::Malformed("empty access_token".into()));
+    }
+    Ok(t)
+}
+
+#[derive(Deserialize)]
+struct UserinfoBody {
+    sub: serde_json::Value,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    org_id: Option<serde_json::Value>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub fn parse_userinfo(resp: &HttpResponse) -> Result<Identity, LoopwiseError> {
+    let u: UserinfoBody = parse_json(resp)?;
+    let sub = scalar(&u.sub);
+    if sub.is_empty() {
+        return Err(LoopwiseError::Malformed("userinfo without sub".into()));
+    }
+    Ok(Identity {
+        sub,
+        name: u.name.unwrap_or_default(),
+        email: u.email.unwrap_or_default(),
+        roles: u.roles,
+        school: u.org_id.as_ref().map(scalar).unwrap_or_default(),
+    })
+}
+
+/// A registered OAuth client of one Loopwise school.
+#[derive(Clone)]
+pub struct LoopwiseClient {
+    http: Arc<dyn HttpClient>,
+    pub metadata: Metadata,
+    pub client_id: String,
+    client_secret: Option<Secret>,
+    /// Byte-identical in the authorize and token requests (DESIGN §4 item 4).
+    pub redirect_uri: String,
+}
+
+impl std::fmt::Debug for LoopwiseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopwiseClient")
+            .field("issuer", &self.metadata.issuer)
+            .field("client_id", &self.client_id)
+            .field("confidential", &self.client_secret.is_some())
+            .finish()
+    }
+}
+
+impl LoopwiseClient {
+    pub fn new(
+        http: Arc<dyn HttpClient>,
+        metadata: Metadata,
+        client_id: String,
+        client_secret: Option<Secret>,
+        redirect_uri: String,
+    ) -> Self {
+        LoopwiseClient {
+            http,
+            metadata,
+            client_id,
+            client_secret,
+            redirect_uri,
+        }
+    }
+
+    /// The authorization URL for one login (PKCE S256 always).
+    pub fn authorize_url(&self, state: &str, code_challenge: &str, scopes: &[String]) -> String {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        ser.append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", &scopes.join(" "))
+            .append_pair("state", state)
+            .append_pair("code_challenge", code_challenge)
+            .append_pair("code_challenge_method", "S256");
+        let sep = if self.metadata.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}{}",
+            self.metadata.authorization_endpoint,
+            ser.finish()
+        )
+    }
+
+    fn with_client_auth<'a>(&'a self, pairs: &mut Vec<(&'a str, &'a str)>) {
+        pairs.push(("client_id", &self.client_id));
+        if let Some(s) = &self.client_secret {
+            pairs.push(("client_secret", s.expose()));
+        }
+    }
+
+    pub fn code_request(&self, code: &str, verifier: &str) -> HttpRequest {
+        let mut pairs = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ];
+        self.with_client_auth(&mut pairs);
+        HttpRequest::form(&self.metadata.token_endpoint, &pairs)
+    }
+
+    pub fn refresh_request(&self, refresh_token: &str) -> HttpRequest {
+        let mut pairs = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        self.with_client_auth(&mut pairs);
+        HttpRequest::form(&self.metadata.token_endpoint, &pairs)
+    }
+
+    pub fn revoke_request(&self, token: &str, hint: &str) -> Option<HttpRequest> {
+        let endpoint = self.metadata.revocation_endpoint.as_ref()?;
+        let mut pairs = vec![("token", token), ("token_type_hint", hint)];
+        self.with_client_auth(&mut pairs);
+        Some(HttpRequest::form(endpoint, &pairs))
+    }
+
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, LoopwiseError> {
+        self.http
+            .execute(req)
+            .await
+            .map_err(|e| LoopwiseError::Unreachable(e.0))
+    }
+
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenSet, LoopwiseError> {
+        parse_token(&self.send(self.code_request(code, verifier)).await?)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, LoopwiseError> {
+        parse_token(&self.send(self.refresh_request(refresh_token)).await?)
+    }
+
+    pub async fn userinfo(&self, access_token: &str) -> Result<Identity, LoopwiseError> {
+        let req = HttpRequest::get(self.metadata.userinfo_url()).bearer(access_token);
+        parse_userinfo(&self.send(req).await?)
+    }
+
+    /// RFC 7009 revocation; Loopwise answers 200 whatever the token's state.
+    pub async fn revoke(&self, token: &str, hint: &str) -> Result<(), LoopwiseError> {
+        let Some(req) = self.revoke_request(token, hint) else {
+            return Ok(());
+        };
+        let resp = self.send(req).await?;
+        if resp.status == 200 {
+            Ok(())
+        } else {
+            parse_json::<serde_json::Value>(&resp).map(|_| ())
+        }
+    }
+}
+
+/// Fetches and checks the issuer's metadata.
+pub async fn discover(http: &dyn HttpClient, issuer: &str) -> Result<Metadata, LoopwiseError> {
+    let resp = http
+        .execute(HttpRequest::get(Metadata::url(issuer)))
+        .await
+        .map_err(|e| LoopwiseError::Unreachable(e.0))?;
+    Metadata::parse(&resp, issuer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::http::TransportError;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    fn resp(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn meta() -> Metadata {
+        Metadata {
+            issuer: "https://lw.test".into(),
+            authorization_endpoint: "https://lw.test/oauth/authorize".into(),
+            token_endpoint: "https://lw.test/api/oauth/token".into(),
+            revocation_endpoint: Some("https://lw.test/api/oauth/revoke".into()),
+            registration_endpoint: None,
+            userinfo_endpoint: None,
+            introspection_endpoint: None,
+            code_challenge_methods_supported: vec!["S256".into()],
+        }
+    }
+
+    type Answer = Box<dyn Fn(&HttpRequest) -> Result<HttpResponse, TransportError> + Send + Sync>;
+
+    /// A closure-backed HttpClient that records requests.
+    struct Mock {
+        seen: Mutex<Vec<HttpRequest>>,
+        answer: Answer,
+    }
+
+    #[async_trait]
+    impl HttpClient for Mock {
+        async fn execute(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+            let r = (self.answer)(&req);
+            self.seen.lock().unwrap().push(req);
+            r
+        }
+    }
+
+    fn client(
+        answer: impl Fn(&HttpRequest) -> Result<HttpResponse, TransportError> + Send + Sync + 'static,
+        secret: Option<&str>,
+    ) -> (LoopwiseClient, Arc<Mock>) {
+        let mock = Arc::new(Mock {
+            seen: Mutex::new(Vec::new()),
+            answer: Box::new(answer),
+        });
+        let c = LoopwiseClient::new(
+            mock.clone(),
+            meta(),
+            "cid".into(),
+            secret.map(Secret::new),
+            "https://gw.test/oauth2/callback".into(),
+        );
+        (c, mock)
+    }
+
+    fn form_of(req: &HttpRequest) -> Vec<(String, String)> {
+        form_urlencoded::parse(&req.body).into_owned().collect()
+    }
+
+    #[test]
+    fn authorize_url_carries_pkce_and_exact_redirect() {
+        let (c, _) = client(|_| unreachable!(), None);
+        let url = c.authorize_url("st", "ch", &["read".into(), "courses:read".into()]);
+        let u = url::Url::parse(&url).unwrap();
+        let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("response_type"), Some("code"));
+        assert_eq!(get("redirect_uri"), Some("https://gw.test/oauth2/callback"));
+        assert_eq!(get("code_challenge_method"), Some("S256"));
+        assert_eq!(get("code_challenge"), Some("ch"));
+        assert_eq!(get("scope"), Some("read courses:read"));
+        assert!(!url.contains("verifier"));
+    }
+
+    #[tokio::test]
+    async fn code_exchange_sends_the_same_redirect_uri_and_secret_post() {
+        let (c, mock) = client(
+            |_| {
+                Ok(resp(
+                    200,
+                    r#"{"access_token":"a","token_type":"Bearer","expires_in":7200,"refresh_token":"r","scope":"read"}"#,
+                ))
+            },
+            Some("s3cret"),
+        );
+        let t = c.exchange_code("the-code", "the-verifier").await.unwrap();
+        assert_eq!(t.expires_in, Some(7200));
+        let seen = mock.seen.lock().unwrap();
+        let f = form_of(&seen[0]);
+        assert!(f.contains(&("redirect_uri".into(), c.redirect_uri.clone())));
+        assert!(f.contains(&("client_secret".into(), "s3cret".into())));
+        assert!(f.contains(&("code_verifier".into(), "the-verifier".into())));
+        assert!(!format!("{t:?}").contains("\"a\""));
+    }
+
+    #[tokio::test]
+    async fn failures_are_classified_by_type() {
+        let cases: Vec<(Result<HttpResponse, TransportError>, bool, &str)> = vec![
+            (
+                Ok(resp(
+                    400,
+                    r#"{"error":"invalid_grant","error_description":"x"}"#,
+                )),
+                true,
+                "refused",
+            ),
+            (
+                Ok(resp(401, r#"{"error":"invalid_client"}"#)),
+                true,
+                "refused",
+            ),
+            (
+                Ok(resp(400, r#"{"error":"invalid_request"}"#)),
+                false,
+                "refused",
+            ),
+            (Ok(resp(503, "down")), false, "unavailable"),
+            (Ok(resp(429, "")), false, "unavailable"),
+            (Ok(resp(200, "<html>")), false, "malformed"),
+            (
+                Ok(resp(200, r#"{"access_token":"a","token_type":"mac"}"#)),
+                false,
+                "malformed",
+            ),
+            (Err(TransportError("refused".into())), false, "unreachable"),
+        ];
+        for (answer, fatal, kind) in cases {
+            let (c, _) = client(move |_| answer.clone(), None);
+            let e = c.refresh("rt").await.unwrap_err();
+            assert_eq!(e.is_fatal(), fatal, "{e:?}");
+            let actual = match e {
+                LoopwiseError::Refused { .. } => "refused",
+                LoopwiseError::Unavailable(_) => "unavailable",
+                LoopwiseError::Malformed(_) => "malformed",
+                LoopwiseError::Unreachable(_) => "unreachable",
+            };
+            assert_eq!(actual, kind);
+        }
+    }
+
+    #[test]
+    fn metadata_issuer_must_match() {
+        let body = r#"{"issuer":"https://evil.test","authorization_endpoint":"a","token_endpoint":"t","code_challenge_methods_supported":["S256"]}"#;
+        assert!(Metadata::parse(&resp(200, body), "https://lw.test").is_err());
+        let body = r#"{"issuer":"https://lw.test","authorization_endpoint":"a","token_endpoint":"t","code_challenge_methods_supported":["plain"]}"#;
+        assert!(Metadata::parse(&resp(200, body), "https://lw.test").is_err());
+        let body = r#"{"issuer":"https://lw.test","authorization_endpoint":"a","token_endpoint":"t","code_challenge_methods_supported":["S256"]}"#;
+        let m = Metadata::parse(&resp(200, body), "https://lw.test").unwrap();
+        assert_eq!(m.userinfo_url(), "https://lw.test/api/oauth/userinfo");
+    }
+
+    #[test]
+    fn userinfo_accepts_numeric_ids() {
+        let id = parse_userinfo(&resp(
+            200,
+            r#"{"sub":42,"name":"N","email":"e","org_id":4242,"roles":["teacher"]}"#,
+        ))
+        .unwrap();
+        assert_eq!((id.sub.as_str(), id.school.as_str()), ("42", "4242"));
+        assert!(parse_userinfo(&resp(200, r#"{"sub":""}"#)).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Request classification and the per-request authentication decision (pure).
+
+pub mod navigation;

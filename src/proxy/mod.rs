@@ -1,0 +1,9 @@
+//! The proxy side: path normalisation, routing, header hygiene, responses, and the
+//! pingora glue.
+
+pub mod headers;
+pub mod path;
+pub mod respond;
+pub mod routes;
+pub mod service;
+pub mod tls;

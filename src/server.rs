@@ -1,0 +1,262 @@
+//! Start-up and lifecycle: discover Loopwise, register if needed, resolve routes, then run
+//! pingora. Used by `loopgate run`, `loopgate demo` and in-process tests alike.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
+use crate::proxy::routes::RouteTable;
+use crate::proxy::service::LoopgateProxy;
+use crate::session::CookieStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load Loopwise metadata from {issuer}: {source}")]
+    Discovery {
+        issuer: String,
+        source: crate::oauth::LoopwiseError,
+    },
+    #[error("{0}")]
+    Registration(#[from] registration::RegistrationError),
+    #[error("{0}")]
+    Routes(#[from] crate::proxy::routes::ResolveError),
+    #[error("{0}")]
+    Http(String),
+    #[error("the gateway did not start listening on {0} within 10s")]
+    NotListening(SocketAddr),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Everything that needs the network before serving: metadata, registration, DNS.
+/// Runs on a short-lived runtime with its own HTTP client; the request-path client is a
+/// different one, so no connection outlives the runtime that opened it.
+pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
+    // Fail early and clearly if the port is taken (pingora would panic in a task).
+    std::net::TcpListener::bind(config.server.listen).map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let lw = &config.loopwise;
+    let startup_http =
+        ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?;
+    let metadata = discover_with_retry(&startup_http, &lw.issuer).await?;
+    let redirect_uri = config.server.callback_url();
+    let client_id = match &lw.client_id {
+        Some(id) => id.clone(),
+        None => {
+            let r = registration::ensure(
+                &startup_http,
+                &metadata,
+                &lw.client_name,
+                &redirect_uri,
+                &lw.registration_file,
+                unix_now(),
+            )
+            .await?;
+            tracing::info!(client_id = %r.client_id, file = %lw.registration_file.display(), "using dynamically registered client");
+            r.client_id
+        }
+    };
+    let routes = RouteTable::resolve(&config.routes)?;
+    let request_http: Arc<dyn HttpClient> =
+        Arc::new(ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?);
+    let loopwise = LoopwiseClient::new(
+        request_http,
+        metadata,
+        client_id,
+        lw.client_secret.clone(),
+        redirect_uri,
+    );
+    Ok(Gateway::new(
+        Arc::new(config),
+        routes,
+        loopwise,
+        Arc::new(CookieStore),
+    ))
+}
+
+/// A few quick retries cover Loopwise (or the emulator) still starting up.
+async fn discover_with_retry(
+    http: &dyn HttpClient,
+    issuer: &str,
+) -> Result<client::Metadata, StartError> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client::discover(http, issuer).await {
+            Ok(m) => return Ok(m),
+            Err(e) if attempt < 4 && !matches!(e, crate::oauth::LoopwiseError::Malformed(_)) => {
+                tracing::warn!(error = %e, attempt, "Loopwise metadata not available yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(source) => {
+                return Err(StartError::Discovery {
+                    issuer: issuer.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn pingora_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_grace.as_secs()),
+        ..ServerConf::default()
+    }
+}
+
+/// Builds the pingora server for a prepared gateway.
+pub fn build_server(gateway: Arc<Gateway>) -> Server {
+    let conf = pingora_conf(&gateway.config);
+    let listen = gateway.config.server.listen.to_string();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut svc = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        LoopgateProxy { gateway },
+        "loopgate",
+    );
+    svc.add_tcp(&listen);
+    server.add_service(svc);
+    server
+}
+
+/// Runs the gateway until SIGTERM/SIGINT (graceful) — the `loopgate run` path.
+pub fn run_blocking(config: Config) -> Result<(), StartError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Http(e.to_string()))?;
+    let gateway = rt.block_on(prepare(config))?;
+    drop(rt);
+    let addr = gateway.config.server.listen;
+    let public = gateway.config.server.public_url.clone();
+    let server = build_server(Arc::new(gateway));
+    tracing::info!(listen = %addr, public_url = %public, "Loopgate gateway starting");
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+/// Shutdown requested through a channel (tests, `loopgate demo`).
+struct ChannelShutdown(Mutex<Option<oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// A gateway running on its own thread, started from async code.
+pub struct GatewayHandle {
+    gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// Prepares (discovery, registration), starts pingora, and returns once it accepts
+    /// connections.
+    pub async fn start(config: Config) -> Result<GatewayHandle, StartError> {
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Arc<Gateway>, StartError>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("loopgate-gateway".into())
+            .spawn(move || {
+                let prepared = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StartError::Http(e.to_string()))
+                    .and_then(|rt| rt.block_on(prepare(config)));
+                let gateway = match prepared {
+                    Ok(g) => Arc::new(g),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let server = build_server(gateway.clone());
+                let _ = ready_tx.send(Ok(gateway));
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(ChannelShutdown(Mutex::new(Some(stop_rx)))),
+                });
+            })
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let gateway = ready_rx
+            .await
+            .map_err(|_| StartError::Http("the gateway thread stopped during start-up".into()))??;
+        let addr = gateway.config.server.listen;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // Wait for the condition itself (the port accepts), not for a fixed time.
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(StartError::NotListening(addr));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(GatewayHandle {
+            gateway,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// The gateway's public URL.
+    pub fn url(&self) -> &str {
+        &self.gateway.config.server.public_url
+    }
+
+    /// Stops pingora and waits for its thread to finish.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,86 @@
+//! What a logged-in browser session holds.
+
+use serde::{Deserialize, Serialize};
+
+/// The identity Loopwise vouched for, as injected into upstream headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Identity {
+    #[serde(rename = "s")]
+    pub sub: String,
+    #[serde(rename = "n", default)]
+    pub name: String,
+    #[serde(rename = "e", default)]
+    pub email: String,
+    /// Most privileged first, as Loopwise lists them.
+    #[serde(rename = "r", default)]
+    pub roles: Vec<String>,
+    /// The school (`org_id`), as a string whatever its JSON type was.
+    #[serde(rename = "o", default)]
+    pub school: String,
+}
+
+/// A session: identity plus tokens. Field names are short because it may live in a cookie.
+/// `Debug` leaves the tokens out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    #[serde(rename = "i")]
+    pub identity: Identity,
+    /// Granted scopes, space-separated.
+    #[serde(rename = "sc", default)]
+    pub scope: String,
+    #[serde(rename = "at")]
+    pub access_token: String,
+    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When the access token expires, by the gateway's clock at receipt + `expires_in`.
+    #[serde(rename = "ax")]
+    pub access_expires_at: u64,
+    #[serde(rename = "c")]
+    pub created_at: u64,
+    /// End of the session's lifetime (`session.lifetime` after login).
+    #[serde(rename = "x")]
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("identity", &self.identity)
+            .field("scope", &self.scope)
+            .field("access_expires_at", &self.access_expires_at)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Whether the session itself (not its access token) is still alive at `now`.
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.expires_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_tokens() {
+        let s = Session {
+            identity: Identity {
+                sub: "ada".into(),
+                ..Default::default()
+            },
+            scope: "read".into(),
+            access_token: "AT-SECRET".into(),
+            refresh_token: Some("RT-SECRET".into()),
+            access_expires_at: 10,
+            created_at: 0,
+            expires_at: 100,
+        };
+        let d = format!("{s:?}");
+        assert!(!d.contains("AT-SECRET") && !d.contains("RT-SECRET"));
+        assert!(s.is_live(99) && !s.is_live(100));
+    }
+}

@@ -1,0 +1,93 @@
+//! Where sessions live. The sealed cookie always carries a *payload*; the store decides
+//! what that payload is: the whole session (cookie store, stateless) or, for server-side
+//! stores that come later (memory, Redis), a session id.
+
+use async_trait::async_trait;
+
+use super::model::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store could not be reached; the request should fail softly.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Persists `session` and returns the payload the cookie will carry.
+    async fn save(&self, session: &Session) -> Result<Vec<u8>, StoreError>;
+
+    /// The session a payload stands for, if it exists and is still live at `now`.
+    /// Unreadable payloads are `Ok(None)`: a bad cookie means "log in again".
+    async fn load(&self, payload: &[u8], now: u64) -> Result<Option<Session>, StoreError>;
+
+    /// Forgets the session (sign-out).
+    async fn remove(&self, payload: &[u8]) -> Result<(), StoreError>;
+
+    /// Short name for logs and readiness (`cookie`, `memory`, `redis`).
+    fn kind(&self) -> &'static str;
+}
+
+/// The stateless store: the session itself is the payload, sealed into the cookie.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CookieStore;
+
+#[async_trait]
+impl SessionStore for CookieStore {
+    async fn save(&self, session: &Session) -> Result<Vec<u8>, StoreError> {
+        Ok(serde_json::to_vec(session).expect("a session always serialises"))
+    }
+
+    async fn load(&self, payload: &[u8], now: u64) -> Result<Option<Session>, StoreError> {
+        Ok(serde_json::from_slice::<Session>(payload)
+            .ok()
+            .filter(|s| s.is_live(now)))
+    }
+
+    async fn remove(&self, _payload: &[u8]) -> Result<(), StoreError> {
+        // Nothing is kept server-side; clearing the cookie is the whole job.
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "cookie"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::model::Identity;
+
+    fn session(expires_at: u64) -> Session {
+        Session {
+            identity: Identity {
+                sub: "ada".into(),
+                ..Default::default()
+            },
+            scope: "read".into(),
+            access_token: "at".into(),
+            refresh_token: None,
+            access_expires_at: 50,
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    /// The contract every store must meet; later stores run the same checks.
+    pub async fn contract(store: &dyn SessionStore) {
+        let s = session(100);
+        let payload = store.save(&s).await.unwrap();
+        assert_eq!(store.load(&payload, 10).await.unwrap(), Some(s.clone()));
+        assert_eq!(store.load(&payload, 100).await.unwrap(), None, "expired");
+        assert_eq!(store.load(b"garbage", 10).await.unwrap(), None);
+        assert_eq!(store.load(b"", 10).await.unwrap(), None);
+        store.remove(&payload).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cookie_store_meets_the_contract() {
+        contract(&CookieStore).await;
+    }
+}
