@@ -78,3 +78,64 @@ async fn emulator_subcommand_serves_metadata_on_the_printed_address() {
     assert_eq!(m["issuer"], "http://school.test");
     assert_eq!(m["token_endpoint"], "http://school.test/api/oauth/token");
 }
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/loopgate.example.toml");
+    let out = Command::new(BIN)
+        .args(["check", "--config", example])
+        .env(
+            "LOOPGATE_SESSION_SECRET",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+    // Positional form too.
+    let out = Command::new(BIN)
+        .args(["check", example])
+        .env(
+            "LOOPGATE_SESSION_SECRET",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_64() {
+    let dir = std::env::temp_dir().join(format!("loopgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"x\"\n[loopwise]\nissuer = \"https://lw.example\"\n[session]\nsecrets = [{ env = \"LOOPGATE_TEST_UNSET_VAR\" }]\nlifetim = \"1d\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nupstream = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.listen",
+        "session.secrets[0]: environment variable `LOOPGATE_TEST_UNSET_VAR` is not set",
+        "session.lifetim: unknown key",
+    ] {
+        assert!(err.contains(key), "{key} in:\n{err}");
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--config", "/nonexistent/loopgate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -2,6 +2,8 @@
 //! and a driver for the emulator's login and consent pages.
 #![allow(dead_code)]
 
+pub mod gw;
+
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::Value;
