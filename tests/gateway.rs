@@ -737,3 +737,41 @@ async fn paths_are_normalised_once_for_policy_and_upstream() {
     let echo: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["path"], "/public/a/c");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_against_the_route_ca_file() {
+    let pki = test_pki();
+    let tls_addr = tls_echo_upstream(&pki).await;
+    let dir = std::env::temp_dir().join(format!(
+        "loopgate-ca-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let extra = format!(
+        "\n[[routes]]\nname = \"secure\"\npath = \"/secure\"\nupstream = \"https://{tls_addr}\"\nca_file = \"{}\"\nstrip_prefix = true\npreserve_host = false\n\n[[routes]]\nname = \"untrusted\"\npath = \"/untrusted\"\nupstream = \"https://{tls_addr}\"\n",
+        ca_file.display()
+    );
+    let rig = rig_with(|_| {}, |s| s.extra = extra).await;
+    let mut b = Browser::new(&rig.url(""));
+    b.login("/", rig.em.url(), "ada").await;
+    let r = b.xhr("/secure/inside?q=1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let echo = r.json();
+    assert_eq!(echo["tls"], true);
+    assert_eq!(echo["path"], "/inside");
+    assert_eq!(
+        echoed(&echo, "host"),
+        Some(tls_addr.to_string().as_str()),
+        "the upstream's own Host"
+    );
+    assert!(echoed(&echo, "authorization")
+        .unwrap()
+        .starts_with("Bearer "));
+    // The same upstream without the CA: the certificate is not trusted, so no proxying.
+    let r = b.xhr("/untrusted/inside").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -13,6 +13,8 @@ pub struct Route {
     pub addr: SocketAddr,
     /// Trust roots for an https upstream when `ca_file` is set.
     pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// Separates this route's pooled upstream connections from other routes'.
+    pub group_key: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ impl RouteTable {
                 addr: resolve(i, &c.upstream)?,
                 config: c.clone(),
                 ca,
+                group_key: i as u64 + 1,
             });
         }
         Ok(RouteTable::new(routes))
@@ -110,6 +113,7 @@ mod tests {
             },
             addr: "127.0.0.1:1".parse().unwrap(),
             ca: None,
+            group_key: 0,
         }
     }
 

@@ -157,6 +157,9 @@ impl ProxyHttp for LoopgateProxy {
             Some(route.config.connect_timeout + Duration::from_secs(5));
         peer.options.read_timeout = Some(route.config.read_timeout);
         peer.options.ca = route.ca.clone();
+        // pingora's connection reuse ignores the CA: keep each route's connections apart so
+        // a route with weaker trust never reuses a connection verified under another's.
+        peer.group_key = route.group_key;
         Ok(Box::new(peer))
     }
 

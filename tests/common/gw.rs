@@ -448,3 +448,80 @@ pub async fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, S
         .unwrap_or_default();
     (status, body)
 }
+
+/// A test CA and a server certificate it signed for 127.0.0.1.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub leaf_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+pub fn test_pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Loopgate test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        leaf_der: leaf.der().to_vec(),
+        key_der: leaf_key.serialize_der(),
+    }
+}
+
+/// An https echo upstream on 127.0.0.1 presenting `pki`'s server certificate.
+pub async fn tls_echo_upstream(pki: &TestPki) -> SocketAddr {
+    use hyper_util::rt::TokioIo;
+    use tokio_rustls::rustls;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                pki.leaf_der.clone(),
+            )],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let (parts, _) = req.into_parts();
+                        let axum::Json(v) = echo(parts.method, parts.uri, parts.headers).await;
+                        let mut v = v;
+                        v["tls"] = json!(true);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(v.to_string()))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
