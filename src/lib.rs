@@ -18,3 +18,4 @@ pub mod proxy;
 pub mod random;
 pub mod server;
 pub mod session;
+pub mod token;

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::gw::*;
 use common::{bearer_get, http, query_param, CLIENT};
 use reqwest::{Method, StatusCode};
@@ -124,7 +122,7 @@ async fn login_then_bearer_and_identity_reach_the_upstream() {
     }
     // Userinfo was fetched once, at login; proxied requests do not call Loopwise.
     for _ in 0..3 {
-        b.xhr("/api/data").await;
+        b.xhr("/data").await;
     }
     let stats = rig.em.stats();
     assert_eq!(stats.grant("authorization_code", "ok"), 1);
@@ -415,6 +413,10 @@ async fn api_requests_without_a_session_get_401_json_never_a_redirect() {
     let mut b = Browser::new(&rig.url(""));
     for headers in [
         vec![("accept", "application/json")],
+        vec![
+            ("accept", "application/json"),
+            ("authorization", "Bearer not-accepted-here"),
+        ],
         vec![("accept", "text/html"), ("sec-fetch-mode", "cors")],
         vec![
             ("accept", "text/html"),
@@ -422,14 +424,14 @@ async fn api_requests_without_a_session_get_401_json_never_a_redirect() {
         ],
         vec![],
     ] {
-        let r = b.request(Method::GET, "/api/thing", &headers).await;
+        let r = b.request(Method::GET, "/data/thing", &headers).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert!(r.header("location").is_none());
         assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
         assert_eq!(r.json()["error"], "unauthorized");
     }
     let r = b
-        .request(Method::POST, "/api/thing", &[("accept", "text/html")])
+        .request(Method::POST, "/data/thing", &[("accept", "text/html")])
         .await;
     assert_eq!(
         r.status,
@@ -691,8 +693,8 @@ async fn dynamic_registration_is_persisted_and_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_endpoint_and_expired_access_tokens() {
-    let rig = rig_with(|e| e.access_token_ttl = Duration::from_secs(30), |_| {}).await;
+async fn start_endpoint_logs_in_and_returns_to_rd() {
+    let rig = rig().await;
     let mut b = Browser::new(&rig.url(""));
     let r = b.navigate("/oauth2/start?rd=/deep/link").await;
     assert_eq!(r.status, StatusCode::FOUND);
@@ -700,9 +702,6 @@ async fn start_endpoint_and_expired_access_tokens() {
     let done = b.navigate(&cb).await;
     assert_eq!(done.location(), "/deep/link");
     assert_eq!(b.xhr("/x").await.status, StatusCode::OK);
-    // Past the access token's lifetime (by the gateway's own clock): no valid session.
-    rig.gw.gateway().clock.advance(30);
-    assert_eq!(b.xhr("/x").await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

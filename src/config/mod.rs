@@ -64,6 +64,8 @@ pub enum AuthKind {
     Login,
     /// No authentication; spoofed identity headers are still stripped.
     Public,
+    /// API clients with their own Loopwise token (`Authorization: Bearer`); never redirects.
+    Api,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,10 @@ pub struct LoopwiseConfig {
     pub client_name: String,
     pub timeout: Duration,
     pub ca_file: Option<PathBuf>,
+    /// HS256 secret for validating Bearer tokens locally (no call to Loopwise).
+    pub jwt_secret: Option<Secret>,
+    /// When set, Bearer tokens and sessions must belong to this school.
+    pub school_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +110,22 @@ pub struct SessionConfig {
     /// The full cookie name, `__Host-` prefixed when served over https.
     pub cookie_name: String,
     pub lifetime: Duration,
+    /// Refresh when the access token expires within this long.
+    pub refresh_before: Duration,
+    /// How long a refresh's result is remembered for requests still carrying the
+    /// pre-refresh cookie (served the new tokens, no second refresh).
+    pub refresh_grace: Duration,
+}
+
+/// The validated-token cache in front of Bearer validation.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Upper bound on how long a validation is trusted (a revoked token keeps working
+    /// this long at most).
+    pub ttl: Duration,
+    /// How long an invalid token is remembered as invalid.
+    pub negative_ttl: Duration,
+    pub max_entries: u64,
 }
 
 /// An upstream URL split into what a connection needs; resolved to addresses at start-up.
@@ -142,6 +164,8 @@ pub struct RouteConfig {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// On a `login` route, also accept a client's own Bearer token.
+    pub accept_bearer: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +173,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub loopwise: LoopwiseConfig,
     pub session: SessionConfig,
+    pub cache: CacheConfig,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -250,12 +275,32 @@ impl Validator<'_> {
         let loopwise = self.loopwise(raw.loopwise);
         let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
         let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
+        let cache = self.cache(raw.cache);
         Some(Config {
             server: server?,
             loopwise: loopwise?,
             session: session?,
+            cache,
             routes,
         })
+    }
+
+    fn cache(&mut self, raw: raw::RawCache) -> CacheConfig {
+        let ttl = self.duration("cache.ttl", raw.ttl.as_deref(), "60s");
+        let negative_ttl = self.duration("cache.negative_ttl", raw.negative_ttl.as_deref(), "10s");
+        let max_entries = match raw.max_entries {
+            None => 100_000,
+            Some(n) if n >= 1 => n as u64,
+            Some(n) => {
+                self.invalid("cache.max_entries", &n.to_string(), "must be at least 1");
+                1
+            }
+        };
+        CacheConfig {
+            ttl,
+            negative_ttl,
+            max_entries,
+        }
     }
 
     fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {
@@ -422,6 +467,36 @@ impl Validator<'_> {
             .unwrap_or_default();
         let timeout = self.duration("loopwise.timeout", raw.timeout.as_deref(), "10s");
         let ca_file = self.path("loopwise.ca_file", raw.ca_file.as_deref(), true);
+        let jwt_secret = match &raw.jwt_secret {
+            None => None,
+            Some(src) => match src.resolve(self.env, self.base_dir) {
+                Ok(s) if s.expose().len() >= 16 => Some(s),
+                Ok(_) => {
+                    self.err(
+                        "loopwise.jwt_secret",
+                        "is too short to be an HS256 secret (at least 16 bytes)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err("loopwise.jwt_secret", e);
+                    None
+                }
+            },
+        };
+        let school_id = match raw.school_id {
+            None => None,
+            Some(toml::Value::String(s)) if !s.is_empty() => Some(s),
+            Some(toml::Value::Integer(n)) => Some(n.to_string()),
+            Some(other) => {
+                self.invalid(
+                    "loopwise.school_id",
+                    &other.to_string(),
+                    "expected the school id, e.g. 4242",
+                );
+                None
+            }
+        };
         Some(LoopwiseConfig {
             issuer: issuer?,
             client_id: raw.client_id,
@@ -431,6 +506,8 @@ impl Validator<'_> {
             client_name: raw.client_name.unwrap_or_else(|| "Loopgate".into()),
             timeout,
             ca_file,
+            jwt_secret,
+            school_id,
         })
     }
 
@@ -470,6 +547,13 @@ impl Validator<'_> {
             );
         }
         let lifetime = self.duration("session.lifetime", raw.lifetime.as_deref(), "7d");
+        let refresh_before = self.duration(
+            "session.refresh_before",
+            raw.refresh_before.as_deref(),
+            "60s",
+        );
+        let refresh_grace =
+            self.duration("session.refresh_grace", raw.refresh_grace.as_deref(), "5m");
         let cookie_name = if secure {
             format!("__Host-{name}")
         } else {
@@ -479,6 +563,8 @@ impl Validator<'_> {
             secrets,
             cookie_name,
             lifetime,
+            refresh_before,
+            refresh_grace,
         })
     }
 
@@ -557,11 +643,15 @@ impl Validator<'_> {
             let auth = match r.auth.as_deref() {
                 None | Some("login") => AuthKind::Login,
                 Some("public") => AuthKind::Public,
+                Some("api") => AuthKind::Api,
                 Some(other) => {
-                    self.invalid(&k("auth"), other, "expected `login` or `public`");
+                    self.invalid(&k("auth"), other, "expected `login`, `api` or `public`");
                     AuthKind::Login
                 }
             };
+            if r.accept_bearer.is_some() && auth != AuthKind::Login {
+                self.err(k("accept_bearer"), "only applies to `auth = \"login\"` routes (`api` routes always take Bearer tokens)");
+            }
             let ca_file = self.path(&k("ca_file"), r.ca_file.as_deref(), true);
             let connect_timeout =
                 self.duration(&k("connect_timeout"), r.connect_timeout.as_deref(), "5s");
@@ -577,6 +667,7 @@ impl Validator<'_> {
                     ca_file,
                     connect_timeout,
                     read_timeout,
+                    accept_bearer: r.accept_bearer.unwrap_or(false),
                 });
             }
         }

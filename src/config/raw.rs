@@ -14,7 +14,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub session: RawSession,
     #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCache {
+    pub ttl: Option<String>,
+    pub negative_ttl: Option<String>,
+    pub max_entries: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +46,8 @@ pub struct RawLoopwise {
     pub timeout: Option<String>,
     pub ca_file: Option<String>,
     pub allow_http: Option<bool>,
+    pub jwt_secret: Option<SecretSource>,
+    pub school_id: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +55,8 @@ pub struct RawSession {
     pub secrets: Option<Vec<SecretSource>>,
     pub cookie_name: Option<String>,
     pub lifetime: Option<String>,
+    pub refresh_before: Option<String>,
+    pub refresh_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,4 +70,5 @@ pub struct RawRoute {
     pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    pub accept_bearer: Option<bool>,
 }

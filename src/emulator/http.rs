@@ -83,6 +83,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/courses", get(api_courses))
         .route("/__emulator/stats", get(stats))
         .route("/__emulator/reset", post(reset))
+        .route("/__emulator/revoke_user", post(revoke_user))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
@@ -538,6 +539,19 @@ async fn api_courses(State(sh): S, headers: HeaderMap) -> Response {
 
 async fn stats(State(sh): S) -> Response {
     Json(sh.counters.snapshot()).into_response()
+}
+
+/// `POST /__emulator/revoke_user?sub=ada`: revoke every grant of a user.
+async fn revoke_user(State(sh): S, RawQuery(query): RawQuery) -> Response {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    match params.require("sub") {
+        Ok(sub) => {
+            let n = sh.store().revoke_user(sub);
+            sh.counters.event("family_revoked", n);
+            Json(json!({ "revoked": n })).into_response()
+        }
+        Err(e) => sh.fail(e),
+    }
 }
 
 async fn reset(State(sh): S) -> Response {

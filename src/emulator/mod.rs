@@ -236,6 +236,14 @@ impl EmulatorHandle {
         self.shared.clock.advance(by.as_secs());
     }
 
+    /// Revokes every grant of a demo user, as a school admin removing the app's access
+    /// would; the user's refresh tokens then get `invalid_grant`.
+    pub fn revoke_user(&self, sub: &str) -> u64 {
+        let n = self.shared.store().revoke_user(sub);
+        self.shared.counters.event("family_revoked", n);
+        n
+    }
+
     /// Registers a client as `--client` would.
     pub fn add_client(&self, spec: &ClientSpec) {
         self.shared.store().add_client(Client::preregistered(

@@ -732,6 +732,20 @@ impl Store {
         }
     }
 
+    /// Revokes every grant of user `sub` (what a school admin does when removing an app's
+    /// access). Returns how many grants were revoked.
+    pub fn revoke_user(&mut self, sub: &str) -> u64 {
+        let ids: Vec<u64> = self
+            .families
+            .iter()
+            .filter(|(_, f)| f.sub == sub && !f.revoked)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .map(|id| self.revoke_family(*id).families_revoked)
+            .sum()
+    }
+
     // ---- revocation (RFC 7009) ----
 
     /// Revokes `token` if it belongs to `client_id`; unknown tokens are ignored (§2.2).

@@ -168,6 +168,7 @@ async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     };
     let lifetime = gw.config.session.lifetime.as_secs();
     let session = Session {
+        sid: crate::random::token(),
         scope: tokens
             .scope
             .clone()
@@ -259,7 +260,6 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     if !same_origin(gw, view) {
         return Reply::error(403, true, "cross_site", "Sign-out must come from this site");
     }
-    let existing = gw.existing_session_cookie_names(view.headers);
     if let Some(session) = gw.session(view.headers, now).await {
         if let Some(rt) = &session.refresh_token {
             match gw.loopwise.revoke(rt, "refresh_token").await {
@@ -272,12 +272,8 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             }
         }
     }
-    let attrs = gw.session_attrs();
-    let clears: Vec<String> = if existing.is_empty() {
-        vec![cookies::clear(&gw.config.session.cookie_name, &attrs)]
-    } else {
-        existing.iter().map(|n| cookies::clear(n, &attrs)).collect()
-    };
+
+    let clears = gw.clear_session_cookies(view.headers);
     let target = view
         .query_param("rd")
         .and_then(|t| crate::login::target::safe_target(&t, &gw.config.server.prefix))

@@ -18,6 +18,59 @@ use crate::oauth::{pkce, LoopwiseClient};
 use crate::proxy::respond::Reply;
 use crate::proxy::routes::RouteTable;
 use crate::session::{cookies, Keyring, Purpose, Session, SessionStore};
+use crate::token::cache::{Lookup, TokenCache};
+use crate::token::refresh::{needs_refresh, RefreshOutcome, Refresher};
+use crate::token::validate::{self, Mode, TokenInfo, Verdict};
+
+/// Where a session-authenticated request stands.
+#[derive(Debug)]
+pub enum SessionAuth {
+    /// No usable session: none, unreadable, or past its lifetime.
+    Anonymous,
+    /// Forward with this session; `set_cookies` carries a refreshed session, if any.
+    Active {
+        session: Box<Session>,
+        set_cookies: Vec<String>,
+    },
+    /// The grant is dead (Loopwise refused the refresh): clear the cookies, log in again.
+    Ended { clear: Vec<String> },
+    /// The access token expired and Loopwise cannot be reached to refresh it.
+    LoopwiseDown,
+}
+
+/// Where a Bearer-authenticated request stands.
+#[derive(Debug)]
+pub enum BearerAuth {
+    Valid(TokenInfo, Lookup),
+    Missing,
+    Invalid,
+    /// Validation needs Loopwise and Loopwise cannot be reached.
+    Unavailable,
+}
+
+/// The client's Bearer token: `None` without an `Authorization` header, `Some(Err)` when
+/// it is not exactly one well-formed Bearer credential.
+pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return Some(Err(()));
+    }
+    let Ok(v) = first.to_str() else {
+        return Some(Err(()));
+    };
+    Some(match v.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() || token.contains(' ') {
+                Err(())
+            } else {
+                Ok(token)
+            }
+        }
+        _ => Err(()),
+    })
+}
 
 /// What a request looks like to the decision code.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +115,9 @@ pub struct Gateway {
     consumed_states: moka::sync::Cache<[u8; 32], ()>,
     /// The session cookie's name without `__Host-` (login cookies derive from it).
     cookie_base: String,
+    refresher: Refresher,
+    token_cache: TokenCache,
+    validation: Mode,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -86,7 +142,19 @@ impl Gateway {
             .cookie_name
             .trim_start_matches("__Host-")
             .to_string();
+        let validation = match &config.loopwise.jwt_secret {
+            Some(secret) => Mode::Local {
+                key: jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()),
+                issuer: loopwise.metadata.issuer.clone(),
+            },
+            None if loopwise.metadata.introspection_endpoint.is_some() => Mode::Introspection,
+            None => Mode::Userinfo,
+        };
+        let cache = &config.cache;
         Gateway {
+            refresher: Refresher::new(config.session.refresh_grace),
+            token_cache: TokenCache::new(cache.ttl, cache.negative_ttl, cache.max_entries),
+            validation,
             session_keys: Keyring::new(Purpose::SessionCookie, secrets),
             login_keys: Keyring::new(Purpose::LoginState, secrets),
             consumed_states: moka::sync::Cache::builder()
@@ -156,6 +224,120 @@ impl Gateway {
         }
     }
 
+    /// The session of a request, refreshed first when its access token is (nearly) expired.
+    /// One refresh per session and refresh token, however many requests race.
+    pub async fn authenticate_session(&self, headers: &HeaderMap, now: u64) -> SessionAuth {
+        let Some(mut session) = self.session(headers, now).await else {
+            return SessionAuth::Anonymous;
+        };
+        let before = self.config.session.refresh_before;
+        // A remembered refresh result can itself be due (a very late pre-refresh cookie):
+        // follow the chain a couple of steps at most.
+        let mut refreshed = false;
+        for _ in 0..3 {
+            if !needs_refresh(&session, now, before) {
+                break;
+            }
+            let attempt = self.refresher.refresh(&self.loopwise, &session, now).await;
+            if attempt.performed {
+                tracing::info!(sub = %crate::proxy::headers::sanitize(&session.identity.sub), outcome = ?outcome_name(&attempt.outcome), "refresh");
+            }
+            match attempt.outcome.as_ref() {
+                RefreshOutcome::Refreshed(new) => {
+                    session = new.as_ref().clone();
+                    refreshed = true;
+                }
+                RefreshOutcome::Ended => {
+                    return SessionAuth::Ended {
+                        clear: self.clear_session_cookies(headers),
+                    }
+                }
+                RefreshOutcome::Unavailable { .. } => break,
+            }
+        }
+        if session.access_expires_at <= now {
+            return if session.refresh_token.is_some() {
+                SessionAuth::LoopwiseDown
+            } else {
+                SessionAuth::Ended {
+                    clear: self.clear_session_cookies(headers),
+                }
+            };
+        }
+        let set_cookies = if refreshed {
+            match self.session_cookies(&session, headers, now).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store the refreshed session");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        SessionAuth::Active {
+            session: Box::new(session),
+            set_cookies,
+        }
+    }
+
+    /// Validates a client's Bearer token (cached; one validation per token at a time).
+    pub async fn authenticate_bearer(&self, headers: &HeaderMap, now: u64) -> BearerAuth {
+        let token = match bearer_token(headers) {
+            None => return BearerAuth::Missing,
+            Some(Err(())) => return BearerAuth::Invalid,
+            Some(Ok(t)) => t,
+        };
+        let result = self
+            .token_cache
+            .get(
+                token,
+                now,
+                validate::validate(&self.validation, &self.loopwise, token, now),
+            )
+            .await;
+        match result {
+            Ok((Verdict::Valid(info), lookup)) => {
+                let school_ok = self
+                    .config
+                    .loopwise
+                    .school_id
+                    .as_ref()
+                    .is_none_or(|s| *s == info.identity.school);
+                if school_ok {
+                    BearerAuth::Valid(info, lookup)
+                } else {
+                    BearerAuth::Invalid
+                }
+            }
+            Ok((Verdict::Invalid, _)) => BearerAuth::Invalid,
+            Err(e) => {
+                tracing::warn!(error = %e, mode = self.validation.name(), "cannot validate a Bearer token: Loopwise unavailable");
+                BearerAuth::Unavailable
+            }
+        }
+    }
+
+    /// The validated-token cache (metrics, tests).
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.token_cache
+    }
+
+    /// Which validation mode Bearer tokens use.
+    pub fn validation_mode(&self) -> &'static str {
+        self.validation.name()
+    }
+
+    fn clear_session_cookies(&self, headers: &HeaderMap) -> Vec<String> {
+        let attrs = self.session_attrs();
+        let existing = self.existing_session_cookie_names(headers);
+        if existing.is_empty() {
+            vec![cookies::clear(&self.config.session.cookie_name, &attrs)]
+        } else {
+            existing.iter().map(|n| cookies::clear(n, &attrs)).collect()
+        }
+    }
+
     /// `Set-Cookie` values that store `session`, replacing whatever the browser has.
     pub async fn session_cookies(
         &self,
@@ -219,5 +401,13 @@ impl Gateway {
     /// Handles a request under the gateway prefix.
     pub async fn endpoint(&self, view: &RequestView<'_>, now: u64) -> Reply {
         endpoints::handle(self, view, now).await
+    }
+}
+
+fn outcome_name(o: &RefreshOutcome) -> &'static str {
+    match o {
+        RefreshOutcome::Refreshed(_) => "ok",
+        RefreshOutcome::Ended => "invalid_grant",
+        RefreshOutcome::Unavailable { .. } => "transient_error",
     }
 }

@@ -287,6 +287,19 @@ impl LoopwiseClient {
         Some(HttpRequest::form(endpoint, &pairs))
     }
 
+    /// RFC 7662 introspection, when the metadata advertises an endpoint.
+    pub fn introspection_request(&self, token: &str) -> Option<HttpRequest> {
+        let endpoint = self.metadata.introspection_endpoint.as_ref()?;
+        let mut pairs = vec![("token", token), ("token_type_hint", "access_token")];
+        self.with_client_auth(&mut pairs);
+        Some(HttpRequest::form(endpoint, &pairs))
+    }
+
+    /// Sends a request built elsewhere (e.g. introspection), classifying transport errors.
+    pub async fn execute(&self, req: HttpRequest) -> Result<HttpResponse, LoopwiseError> {
+        self.send(req).await
+    }
+
     async fn send(&self, req: HttpRequest) -> Result<HttpResponse, LoopwiseError> {
         self.http
             .execute(req)

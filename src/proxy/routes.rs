@@ -110,6 +110,7 @@ mod tests {
                 ca_file: None,
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
+                accept_bearer: false,
             },
             addr: "127.0.0.1:1".parse().unwrap(),
             ca: None,

@@ -14,14 +14,22 @@ use super::path;
 use super::respond::Reply;
 use super::routes::Route;
 use crate::config::AuthKind;
-use crate::gateway::{Gateway, RequestView};
-use crate::session::Session;
+use crate::gateway::{BearerAuth, Gateway, RequestView, SessionAuth};
+use crate::session::Identity;
+
+/// Who a request is, once authenticated: injected upstream.
+pub struct Authenticated {
+    pub identity: Identity,
+    pub scope: String,
+    /// The Bearer token sent upstream: the session's, or the API client's own.
+    pub token: String,
+}
 
 /// Per-request state shared across pingora's phases.
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
-    session: Option<Session>,
+    auth: Option<Authenticated>,
     /// Path and query to send upstream (normalised, prefix-stripped when configured).
     upstream_uri: String,
     navigation: bool,
@@ -53,7 +61,60 @@ pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
     Ok(())
 }
 
+/// 401 for a missing or bad Bearer token (RFC 6750 §3).
+fn invalid_token(message: &str) -> Reply {
+    Reply::json(
+        401,
+        serde_json::json!({"error": "invalid_token", "error_description": message}),
+    )
+    .header(
+        "www-authenticate",
+        "Bearer realm=\"loopgate\", error=\"invalid_token\"",
+    )
+}
+
+fn loopwise_down(navigation: bool) -> Reply {
+    Reply::error(
+        503,
+        navigation,
+        "loopwise_unreachable",
+        "Loopwise is unreachable, so your sign-in cannot be renewed right now. Please try again in a moment.",
+    )
+    .header("retry-after", "5")
+}
+
 impl LoopgateProxy {
+    /// Bearer authentication (`api` routes, and `login` routes with `accept_bearer`).
+    async fn bearer(&self, headers: &http::HeaderMap, now: u64, ctx: &mut Ctx) -> Option<Reply> {
+        match self.gateway.authenticate_bearer(headers, now).await {
+            BearerAuth::Valid(info, _lookup) => {
+                ctx.outcome = "bearer";
+                let token = crate::gateway::bearer_token(headers)
+                    .and_then(Result::ok)
+                    .unwrap_or_default()
+                    .to_string();
+                ctx.auth = Some(Authenticated {
+                    identity: info.identity,
+                    scope: info.scope,
+                    token,
+                });
+                None
+            }
+            BearerAuth::Missing => {
+                ctx.outcome = "unauthorized";
+                Some(invalid_token("a Bearer token is required"))
+            }
+            BearerAuth::Invalid => {
+                ctx.outcome = "unauthorized";
+                Some(invalid_token("the Bearer token is invalid or expired"))
+            }
+            BearerAuth::Unavailable => {
+                ctx.outcome = "loopwise_unavailable";
+                Some(loopwise_down(false))
+            }
+        }
+    }
+
     /// Decides what to do with a request; `Some(reply)` ends it here.
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
         let gw = &self.gateway;
@@ -98,25 +159,47 @@ impl LoopgateProxy {
                 ctx.outcome = "public";
                 None
             }
+            AuthKind::Api => self.bearer(&req.headers, now, ctx).await,
             AuthKind::Login => {
-                // Without refresh (yet), a session whose access token expired must log in again.
-                match gw
-                    .session(&req.headers, now)
-                    .await
-                    .filter(|s| s.access_expires_at > now)
+                if route.config.accept_bearer
+                    && req.headers.contains_key(http::header::AUTHORIZATION)
                 {
-                    Some(s) => {
+                    return self.bearer(&req.headers, now, ctx).await;
+                }
+                match gw.authenticate_session(&req.headers, now).await {
+                    SessionAuth::Active {
+                        session,
+                        set_cookies,
+                    } => {
                         ctx.outcome = "session";
-                        ctx.session = Some(s);
+                        ctx.set_cookies = set_cookies;
+                        let session = *session;
+                        ctx.auth = Some(Authenticated {
+                            identity: session.identity,
+                            scope: session.scope,
+                            token: session.access_token,
+                        });
                         None
                     }
-                    None => {
+                    SessionAuth::Anonymous => {
                         ctx.outcome = if ctx.navigation {
                             "login_redirect"
                         } else {
                             "unauthorized"
                         };
                         Some(gw.challenge(&view, now))
+                    }
+                    SessionAuth::Ended { clear } => {
+                        ctx.outcome = if ctx.navigation {
+                            "login_redirect"
+                        } else {
+                            "unauthorized"
+                        };
+                        Some(gw.challenge(&view, now).cookies(clear))
+                    }
+                    SessionAuth::LoopwiseDown => {
+                        ctx.outcome = "loopwise_unavailable";
+                        Some(loopwise_down(ctx.navigation))
                     }
                 }
             }
@@ -173,9 +256,9 @@ impl ProxyHttp for LoopgateProxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        let login_route = route.config.auth == AuthKind::Login;
+        let authenticated_route = route.config.auth != AuthKind::Public;
         let upgrade = headers::is_upgrade(&upstream.headers);
-        for name in headers::to_remove(&upstream.headers, login_route) {
+        for name in headers::to_remove(&upstream.headers, authenticated_route) {
             if upgrade && name.eq_ignore_ascii_case("connection") {
                 continue;
             }
@@ -186,9 +269,9 @@ impl ProxyHttp for LoopgateProxy {
         if let Some(c) = cookie {
             upstream.insert_header("cookie", c)?;
         }
-        if let Some(s) = &ctx.session {
-            upstream.insert_header("authorization", format!("Bearer {}", s.access_token))?;
-            for (k, v) in headers::identity_headers(&s.identity, &s.scope) {
+        if let Some(a) = &ctx.auth {
+            upstream.insert_header("authorization", format!("Bearer {}", a.token))?;
+            for (k, v) in headers::identity_headers(&a.identity, &a.scope) {
                 upstream.insert_header(k, v)?;
             }
         }
@@ -308,7 +391,7 @@ impl ProxyHttp for LoopgateProxy {
             status,
             duration_ms = format!("{elapsed:.2}"),
             auth = ctx.outcome,
-            sub = ctx.session.as_ref().map(|s| headers::sanitize(&s.identity.sub)).unwrap_or_default(),
+            sub = ctx.auth.as_ref().map(|a| headers::sanitize(&a.identity.sub)).unwrap_or_default(),
             error = e.map(|e| e.etype().as_str()).unwrap_or(""),
             "request"
         );

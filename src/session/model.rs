@@ -23,6 +23,9 @@ pub struct Identity {
 /// `Debug` leaves the tokens out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// A random id that survives refreshes: the unit of single-flight refresh.
+    #[serde(rename = "id", default)]
+    pub sid: String,
     #[serde(rename = "i")]
     pub identity: Identity,
     /// Granted scopes, space-separated.
@@ -45,6 +48,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
+            .field("sid", &self.sid)
             .field("identity", &self.identity)
             .field("scope", &self.scope)
             .field("access_expires_at", &self.access_expires_at)
@@ -68,6 +72,7 @@ mod tests {
     #[test]
     fn debug_never_shows_tokens() {
         let s = Session {
+            sid: "s1".into(),
             identity: Identity {
                 sub: "ada".into(),
                 ..Default::default()

@@ -62,6 +62,7 @@ mod tests {
 
     fn session(expires_at: u64) -> Session {
         Session {
+            sid: "s1".into(),
             identity: Identity {
                 sub: "ada".into(),
                 ..Default::default()

@@ -80,6 +80,9 @@ pub struct Setup {
     pub registration_file: Option<String>,
     /// Extra TOML appended (more routes).
     pub extra: String,
+    /// Extra keys for the `[loopwise]` and `[session]` tables.
+    pub loopwise_extra: String,
+    pub session_extra: String,
     pub app: SocketAddr,
     pub issuer: String,
 }
@@ -94,6 +97,8 @@ impl Setup {
             client_id: Some(super::CLIENT.into()),
             registration_file: None,
             extra: String::new(),
+            loopwise_extra: String::new(),
+            session_extra: String::new(),
             app,
             issuer: issuer.to_string(),
         }
@@ -126,9 +131,11 @@ issuer = "{issuer}"
 {reg}
 scopes = ["read", "courses:read"]
 timeout = "3s"
+{loopwise_extra}
 
 [session]
 secrets = [{secrets}]
+{session_extra}
 
 [[routes]]
 name = "app"
@@ -149,6 +156,12 @@ name = "public"
 path = "/public"
 upstream = "http://{app}"
 auth = "public"
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "http://{app}"
+auth = "api"
 {extra}
 "#,
             port = self.port,
@@ -157,6 +170,8 @@ auth = "public"
             secrets = secrets.join(", "),
             app = self.app,
             extra = self.extra,
+            loopwise_extra = self.loopwise_extra,
+            session_extra = self.session_extra,
         )
     }
 
@@ -199,6 +214,12 @@ pub async fn rig_with(
         id: super::CLIENT.into(),
         secret: None,
         redirect_uri: s.callback(),
+    });
+    // Also the redirect URI `common::tokens_for` uses, so tests can mint API tokens.
+    em.add_client(&ClientSpec {
+        id: super::CLIENT.into(),
+        secret: None,
+        redirect_uri: super::REDIRECT.into(),
     });
     let gw = s.start().await;
     Rig {

@@ -1,0 +1,199 @@
+//! Transparent refresh, single-flight per session.
+//!
+//! Loopwise rotates refresh tokens strictly: spending one twice revokes the whole grant.
+//! So for one session (`sid`) and one refresh token, exactly one refresh may reach
+//! Loopwise however many requests race. Results are remembered for `refresh_grace`,
+//! keyed by the *old* refresh token, so requests still carrying the pre-refresh cookie
+//! get the new tokens from memory instead of spending the old token again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::oauth::{LoopwiseClient, LoopwiseError};
+use crate::session::Session;
+
+/// Whether `s` should be refreshed at `now`: within `before` of its access token's expiry
+/// (by the gateway's own clock at receipt + `expires_in`), or after it.
+pub fn needs_refresh(s: &Session, now: u64, before: Duration) -> bool {
+    s.refresh_token.is_some() && now.saturating_add(before.as_secs()) >= s.access_expires_at
+}
+
+/// What a refresh attempt came to; shared by every request that waited on it.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// New tokens (the session with them).
+    Refreshed(Box<Session>),
+    /// Loopwise said the grant is dead (`invalid_grant`, `invalid_client`): log in again.
+    Ended,
+    /// Loopwise could not be asked (network, 5xx, garbage). Try again after `backoff`;
+    /// meanwhile the current access token is used while it is still valid.
+    Unavailable { backoff: Duration },
+}
+
+/// The session after a successful refresh at `now`.
+pub fn apply(old: &Session, tokens: crate::oauth::TokenSet, now: u64) -> Session {
+    Session {
+        access_expires_at: now + tokens.expires_in.unwrap_or(3600),
+        access_token: tokens.access_token,
+        // Loopwise always rotates; keep the old one only if a server does not.
+        refresh_token: tokens.refresh_token.or_else(|| old.refresh_token.clone()),
+        scope: tokens.scope.unwrap_or_else(|| old.scope.clone()),
+        ..old.clone()
+    }
+}
+
+/// Backoff after `failures` consecutive transient failures: 1 s, 2 s, 4 s … 60 s.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+struct OutcomeExpiry {
+    grace: Duration,
+}
+
+impl moka::Expiry<[u8; 32], Arc<RefreshOutcome>> for OutcomeExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &[u8; 32],
+        v: &Arc<RefreshOutcome>,
+        _at: Instant,
+    ) -> Option<Duration> {
+        Some(match v.as_ref() {
+            RefreshOutcome::Unavailable { backoff } => *backoff,
+            _ => self.grace,
+        })
+    }
+}
+
+/// The per-replica single-flight coordinator.
+pub struct Refresher {
+    outcomes: moka::future::Cache<[u8; 32], Arc<RefreshOutcome>>,
+    failures: moka::sync::Cache<String, u32>,
+}
+
+/// How a request took part in a refresh.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: Arc<RefreshOutcome>,
+    /// True for the one request whose call reached Loopwise; false when it was served
+    /// from the in-flight or remembered result.
+    pub performed: bool,
+}
+
+impl Refresher {
+    pub fn new(grace: Duration) -> Refresher {
+        Refresher {
+            outcomes: moka::future::Cache::builder()
+                .max_capacity(1_000_000)
+                .expire_after(OutcomeExpiry { grace })
+                .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    fn key(s: &Session) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(s.sid.as_bytes());
+        h.update([0]);
+        h.update(s.refresh_token.as_deref().unwrap_or("").as_bytes());
+        h.finalize().into()
+    }
+
+    /// Refreshes `session` once for everyone asking with the same refresh token.
+    pub async fn refresh(&self, loopwise: &LoopwiseClient, session: &Session, now: u64) -> Attempt {
+        let key = Self::key(session);
+        let entry = self
+            .outcomes
+            .entry(key)
+            .or_insert_with(async {
+                let rt = session.refresh_token.as_deref().unwrap_or("");
+                let outcome = match loopwise.refresh(rt).await {
+                    Ok(tokens) => {
+                        self.failures.invalidate(&session.sid);
+                        RefreshOutcome::Refreshed(Box::new(apply(session, tokens, now)))
+                    }
+                    Err(e) if e.is_fatal() => RefreshOutcome::Ended,
+                    Err(e) => {
+                        let n = self.failures.get(&session.sid).unwrap_or(0) + 1;
+                        self.failures.insert(session.sid.clone(), n);
+                        log_transient(&e, n);
+                        RefreshOutcome::Unavailable {
+                            backoff: backoff(n),
+                        }
+                    }
+                };
+                Arc::new(outcome)
+            })
+            .await;
+        Attempt {
+            performed: entry.is_fresh(),
+            outcome: entry.into_value(),
+        }
+    }
+}
+
+fn log_transient(e: &LoopwiseError, failures: u32) {
+    tracing::warn!(error = %e, failures, retry_in_s = backoff(failures).as_secs(), "refresh failed; keeping the session");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Identity;
+
+    fn session(exp: u64, rt: Option<&str>) -> Session {
+        Session {
+            sid: "s".into(),
+            identity: Identity::default(),
+            scope: "read".into(),
+            access_token: "a".into(),
+            refresh_token: rt.map(str::to_string),
+            access_expires_at: exp,
+            created_at: 0,
+            expires_at: 10_000,
+        }
+    }
+
+    #[test]
+    fn refresh_window() {
+        let before = Duration::from_secs(60);
+        assert!(!needs_refresh(&session(1000, Some("r")), 939, before));
+        assert!(needs_refresh(&session(1000, Some("r")), 940, before));
+        assert!(
+            needs_refresh(&session(1000, Some("r")), 2000, before),
+            "after expiry too"
+        );
+        assert!(
+            !needs_refresh(&session(1000, None), 2000, before),
+            "nothing to refresh with"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn apply_keeps_identity_and_uses_the_gateway_clock() {
+        let old = session(100, Some("r1"));
+        let t = crate::oauth::TokenSet {
+            access_token: "a2".into(),
+            token_type: "Bearer".into(),
+            expires_in: Some(7200),
+            refresh_token: Some("r2".into()),
+            scope: None,
+        };
+        let new = apply(&old, t, 5000);
+        assert_eq!(new.access_expires_at, 12_200);
+        assert_eq!(new.refresh_token.as_deref(), Some("r2"));
+        assert_eq!((new.sid.as_str(), new.scope.as_str()), ("s", "read"));
+        assert_ne!(Refresher::key(&old), Refresher::key(&new));
+    }
+}
