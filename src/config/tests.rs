@@ -210,3 +210,40 @@ fn http_issuers_are_only_for_loopback_unless_allowed() {
     );
     assert!(parse_str(&allowed).is_ok());
 }
+
+#[test]
+fn token_settings_have_documented_defaults_and_are_checked() {
+    let c = parse_str(MINIMAL).unwrap();
+    assert_eq!(c.session.refresh_before, Duration::from_secs(60));
+    assert_eq!(c.session.refresh_grace, Duration::from_secs(300));
+    assert_eq!(c.cache.ttl, Duration::from_secs(60));
+    assert_eq!(c.cache.negative_ttl, Duration::from_secs(10));
+    assert_eq!(c.cache.max_entries, 100_000);
+    assert!(c.loopwise.jwt_secret.is_none() && c.loopwise.school_id.is_none());
+
+    let text = MINIMAL.replace("auth = \"login\"", "auth = \"api\"\naccept_bearer = true")
+        + "\n[cache]\nmax_entries = 0\nttl = \"soon\"\n";
+    let text = text.replace(
+        "client_id = \"abc123\"",
+        "client_id = \"abc123\"\njwt_secret = \"short\"\nschool_id = [1]",
+    );
+    let e = parse_str(&text).unwrap_err();
+    for key in [
+        "routes[0].accept_bearer",
+        "cache.max_entries",
+        "cache.ttl",
+        "loopwise.jwt_secret",
+        "loopwise.school_id",
+    ] {
+        assert!(e.has(key), "{key}: {e}");
+    }
+    let ok = MINIMAL
+        .replace("auth = \"login\"", "auth = \"api\"")
+        .replace(
+            "client_id = \"abc123\"",
+            "client_id = \"abc123\"\njwt_secret = \"0123456789abcdef0123\"\nschool_id = 4242",
+        );
+    let c = parse_str(&ok).unwrap();
+    assert_eq!(c.routes[0].auth, AuthKind::Api);
+    assert_eq!(c.loopwise.school_id.as_deref(), Some("4242"));
+}

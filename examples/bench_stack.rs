@@ -1,0 +1,264 @@
+//! The benchmark stack (used by `bench/run.sh`): emulator + a fast upstream + the gateway,
+//! in one process on loopback. It logs in, mints a Bearer token, writes what the load
+//! generator needs to `--env FILE` as shell variables, then serves until killed.
+//!
+//! `POST http://$CONTROL/fill?n=100000` makes it send n requests with n distinct valid
+//! Bearer tokens through the gateway's `api` route (filling the validation cache) and
+//! answers with the process RSS before and after.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::{any, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+
+use loopgate::emulator::{ClientSpec, Emulator, EmulatorConfig};
+use loopgate::oauth::pkce::Verifier;
+use loopgate::server::GatewayHandle;
+
+const JWT_SECRET: &str = "bench-jwt-secret-bench-jwt-secret";
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+struct Ctl {
+    gateway: String,
+    issuer: String,
+}
+
+#[derive(Deserialize)]
+struct Fill {
+    n: usize,
+}
+
+/// Sends `n` requests with distinct valid tokens (signed with the school's HS256 secret).
+async fn fill(State(ctl): State<Arc<Ctl>>, Query(q): Query<Fill>) -> Json<serde_json::Value> {
+    let before = rss_kib();
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 7200;
+    let mut tasks = tokio::task::JoinSet::new();
+    let per = q.n.div_ceil(32);
+    for w in 0..32 {
+        let client = client.clone();
+        let ctl = ctl.clone();
+        tasks.spawn(async move {
+            let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+            let mut ok = 0usize;
+            for i in (w * per)..((w + 1) * per) {
+                let claims = serde_json::json!({
+                    "iss": ctl.issuer, "sub": format!("user-{i}"), "scope": "read courses:read",
+                    "school_id": 4242, "client_id": "bench", "iat": exp - 7200, "exp": exp, "jti": format!("j{i}"),
+                });
+                let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+                let r = client.get(format!("{}/api/fill", ctl.gateway)).bearer_auth(token).send().await;
+                if r.map(|r| r.status().is_success()).unwrap_or(false) {
+                    ok += 1;
+                }
+            }
+            ok
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        ok += r.unwrap();
+    }
+    let after = rss_kib();
+    Json(serde_json::json!({
+        "requests": q.n, "ok": ok, "seconds": started.elapsed().as_secs_f64(),
+        "rss_before_kib": before, "rss_after_kib": after,
+    }))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let env_file: PathBuf = std::env::args()
+        .skip_while(|a| a != "--env")
+        .nth(1)
+        .map(PathBuf::from)
+        .expect("usage: bench_stack --env FILE");
+    let gw_addr = free_addr();
+    let public_url = format!("http://{gw_addr}");
+    let em = Emulator::start(EmulatorConfig {
+        jwt_secret: Some(JWT_SECRET.into()),
+        auto_approve: true,
+        clients: vec![ClientSpec {
+            id: "bench".into(),
+            secret: None,
+            redirect_uri: format!("{public_url}/oauth2/callback"),
+        }],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = serve(Router::new().fallback(any(|| async { "ok\n" }))).await;
+    let toml = format!(
+        r#"
+[server]
+listen = "{gw_addr}"
+public_url = "{public_url}"
+threads = 2
+[loopwise]
+issuer = "{issuer}"
+client_id = "bench"
+jwt_secret = "{JWT_SECRET}"
+scopes = ["read", "courses:read"]
+[session]
+secrets = ["{secret}"]
+[cache]
+ttl = "1h"
+max_entries = 200000
+[[routes]]
+name = "public"
+path = "/public"
+upstream = "http://{upstream}"
+auth = "public"
+[[routes]]
+name = "app"
+path = "/app"
+upstream = "http://{upstream}"
+auth = "login"
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "http://{upstream}"
+auth = "api"
+"#,
+        issuer = em.url(),
+        secret = STANDARD.encode(loopgate::random::bytes::<32>()),
+    );
+    let cfg =
+        loopgate::config::parse(&toml, std::path::Path::new("."), &|_| None).expect("bench config");
+    let gw = GatewayHandle::start(cfg).await.expect("gateway");
+
+    // Log in (auto-approve) to get a session cookie.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("{public_url}/app/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http
+        .get(r.headers()["location"].to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let cb = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let r = http
+        .get(format!("{public_url}{}?{}", cb.path(), cb.query().unwrap()))
+        .header("cookie", login_cookie)
+        .send()
+        .await
+        .unwrap();
+    let session_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("loopgate_session="))
+        .expect("session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // A Bearer token from Loopwise (the emulator), as an API client would hold.
+    let v = Verifier::generate();
+    let redirect = format!("{public_url}/oauth2/callback");
+    let authz = format!(
+        "{}/oauth/authorize?response_type=code&client_id=bench&redirect_uri={}&scope=read&code_challenge={}&code_challenge_method=S256",
+        em.url(),
+        form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+        v.challenge()
+    );
+    let r = http.get(authz).send().await.unwrap();
+    let code = url::Url::parse(r.headers()["location"].to_str().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let t: serde_json::Value = http
+        .post(format!("{}/api/oauth/token", em.url()))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &redirect),
+            ("client_id", "bench"),
+            ("code_verifier", v.secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = t["access_token"].as_str().unwrap().to_string();
+
+    let ctl = serve(
+        Router::new()
+            .route("/fill", post(fill))
+            .with_state(Arc::new(Ctl {
+                gateway: public_url.clone(),
+                issuer: em.url().to_string(),
+            })),
+    )
+    .await;
+    std::fs::write(
+        &env_file,
+        format!(
+            "UPSTREAM=http://{upstream}\nGATEWAY={public_url}\nCONTROL=http://{ctl}\nSESSION_COOKIE='{session_cookie}'\nBEARER='{token}'\nSTACK_PID={}\n",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    eprintln!("bench stack ready: gateway {public_url}, upstream {upstream}");
+    tokio::signal::ctrl_c().await.ok();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gw.shutdown().await;
+}
