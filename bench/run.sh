@@ -32,7 +32,10 @@ cargo build --release --locked --example bench_stack
 tmp=$(mktemp -d)
 stack_pid=
 cleanup() {
-  [ -n "$stack_pid" ] && kill "$stack_pid" 2>/dev/null && wait "$stack_pid" 2>/dev/null
+  if [ -n "$stack_pid" ]; then
+    kill "$stack_pid" 2>/dev/null || true
+    wait "$stack_pid" 2>/dev/null || true
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT

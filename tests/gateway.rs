@@ -153,11 +153,19 @@ async fn spoofed_identity_headers_and_gateway_cookies_are_stripped() {
         .header("x-auth-request-user", "ada")
         .header("connection", "keep-alive, x-drop-me")
         .header("x-drop-me", "secret")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let echo: Value = r.json().await.unwrap();
+    // §4 item 8: no trusted proxies configured, so X-Forwarded-* are the gateway's own.
+    assert_eq!(echoed(&echo, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(echo["headers"]["x-forwarded-for"].as_array().unwrap().len(), 1);
+    assert_eq!(echoed(&echo, "x-forwarded-proto"), Some("http"));
+    assert_eq!(echoed(&echo, "x-forwarded-host"), Some(format!("127.0.0.1:{}", rig.setup.port).as_str()));
     let headers = echo["headers"].as_object().unwrap();
     assert_eq!(echoed(&echo, "x-loopwise-user"), Some("alan"));
     assert_eq!(
