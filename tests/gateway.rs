@@ -163,9 +163,15 @@ async fn spoofed_identity_headers_and_gateway_cookies_are_stripped() {
     let echo: Value = r.json().await.unwrap();
     // §4 item 8: no trusted proxies configured, so X-Forwarded-* are the gateway's own.
     assert_eq!(echoed(&echo, "x-forwarded-for"), Some("127.0.0.1"));
-    assert_eq!(echo["headers"]["x-forwarded-for"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"].as_array().unwrap().len(),
+        1
+    );
     assert_eq!(echoed(&echo, "x-forwarded-proto"), Some("http"));
-    assert_eq!(echoed(&echo, "x-forwarded-host"), Some(format!("127.0.0.1:{}", rig.setup.port).as_str()));
+    assert_eq!(
+        echoed(&echo, "x-forwarded-host"),
+        Some(format!("127.0.0.1:{}", rig.setup.port).as_str())
+    );
     let headers = echo["headers"].as_object().unwrap();
     assert_eq!(echoed(&echo, "x-loopwise-user"), Some("alan"));
     assert_eq!(
