@@ -76,7 +76,7 @@ pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
             r.client_id
         }
     };
-    let routes = RouteTable::resolve(&config.routes)?;
+    let routes = RouteTable::build(&config.routes).await?;
     let request_http: Arc<dyn HttpClient> =
         Arc::new(ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?);
     let loopwise = LoopwiseClient::new(
@@ -135,6 +135,15 @@ pub fn build_server(gateway: Arc<Gateway>) -> Server {
     let listen = gateway.config.server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    // Each route's pool re-resolves DNS and runs its health checks in the background.
+    for route in gateway.routes.iter() {
+        if let Some(pool) = &route.pool {
+            server.add_service(pingora::services::background::GenBackgroundService::new(
+                format!("backends:{}", route.config.name),
+                pool.clone(),
+            ));
+        }
+    }
     let mut svc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         LoopgateProxy { gateway },

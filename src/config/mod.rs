@@ -16,6 +16,10 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use base64::Engine;
 pub use secret::{Secret, SecretSource};
 
+use crate::policy::authz::Requirements;
+use crate::policy::host::HostPattern;
+use crate::proxy::forwarded::{Cidr, Trusted};
+
 use crate::oauth::scope;
 
 /// Minimum decoded length of a session secret.
@@ -78,6 +82,26 @@ pub struct ServerConfig {
     pub prefix: String,
     pub threads: usize,
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-*` headers are believed (none by default).
+    pub trusted_proxies: Trusted,
+    /// TLS (and HTTP/2) on the proxy listener.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Active HTTP health checks of a route's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
 }
 
 impl ServerConfig {
@@ -156,8 +180,16 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
+    pub host: HostPattern,
     pub path: String,
-    pub upstream: Upstream,
+    /// Backends, balanced round-robin. Empty: a policy-only route for forward-auth.
+    pub upstreams: Vec<Upstream>,
+    /// Replaces the route's path prefix upstream (e.g. `/v2/`).
+    pub rewrite: Option<String>,
+    pub requirements: Requirements,
+    /// Methods proxied without authentication (e.g. CORS preflight `OPTIONS`).
+    pub skip_auth_methods: Vec<http::Method>,
+    pub health_check: Option<HealthCheckConfig>,
     pub auth: AuthKind,
     pub strip_prefix: bool,
     pub preserve_host: bool,
@@ -354,6 +386,35 @@ impl Validator<'_> {
             raw.shutdown_grace.as_deref(),
             "20s",
         );
+        let mut trusted = Vec::new();
+        for (i, c) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+            match c.parse::<Cidr>() {
+                Ok(c) => trusted.push(c),
+                Err(e) => self.invalid(&format!("server.trusted_proxies[{i}]"), c, e),
+            }
+        }
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => {
+                let cert = t.cert_file.as_deref();
+                let key = t.key_file.as_deref();
+                if cert.is_none() {
+                    self.err("server.tls.cert_file", "is required with [server.tls]");
+                }
+                if key.is_none() {
+                    self.err("server.tls.key_file", "is required with [server.tls]");
+                }
+                let cert_file = self.path("server.tls.cert_file", cert, true);
+                let key_file = self.path("server.tls.key_file", key, true);
+                match (cert_file, key_file) {
+                    (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                        cert_file,
+                        key_file,
+                    }),
+                    _ => None,
+                }
+            }
+        };
         let public_url = public_url?;
         Some(ServerConfig {
             listen: listen?,
@@ -362,6 +423,8 @@ impl Validator<'_> {
             prefix,
             threads,
             shutdown_grace,
+            trusted_proxies: Trusted(trusted),
+            tls,
         })
     }
 
@@ -597,6 +660,13 @@ impl Validator<'_> {
                     n
                 }
             };
+            let host = match HostPattern::parse(r.host.as_deref()) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.invalid(&k("host"), r.host.as_deref().unwrap_or(""), e);
+                    HostPattern::Any
+                }
+            };
             let path = match r.path {
                 None => {
                     self.err(k("path"), "is required");
@@ -614,11 +684,13 @@ impl Validator<'_> {
                             &p,
                             "must already be normalised (no `//`, `.` or `..` segments)",
                         );
-                    } else if out.iter().any(|o| o.path == p) {
+                    } else if out.iter().any(|o| {
+                        o.host == host && o.path.trim_end_matches('/') == p.trim_end_matches('/')
+                    }) {
                         self.invalid(
                             &k("path"),
                             &p,
-                            "another route has the same path (ties are ambiguous)",
+                            "another route has the same host and path (ties are ambiguous)",
                         );
                     }
                     if let Some(prefix) = prefix {
@@ -633,13 +705,113 @@ impl Validator<'_> {
                     p
                 }
             };
-            let upstream = match r.upstream {
-                None => {
-                    self.err(k("upstream"), "is required (e.g. http://127.0.0.1:9000)");
-                    None
+            let urls = match r.upstream {
+                // No upstream: a policy-only route, answered by forward-auth (`{prefix}/auth`).
+                None => Vec::new(),
+                Some(raw::RawUpstreams::One(u)) => vec![(k("upstream"), u)],
+                Some(raw::RawUpstreams::Many(list)) => {
+                    if list.is_empty() {
+                        self.err(k("upstream"), "the list is empty");
+                    }
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(j, u)| (format!("routes[{i}].upstream[{j}]"), u))
+                        .collect()
                 }
-                Some(u) => self.upstream(&k("upstream"), &u),
             };
+            let upstreams: Vec<Upstream> = urls
+                .iter()
+                .filter_map(|(key, u)| self.upstream(key, u))
+                .collect();
+            if upstreams.iter().any(|u| u.tls) && upstreams.iter().any(|u| !u.tls) {
+                self.err(k("upstream"), "mixes http and https backends");
+            }
+            let rewrite = match r.rewrite {
+                None => None,
+                Some(rw) => {
+                    if !rw.starts_with('/')
+                        || crate::proxy::path::normalize(&rw).as_deref() != Some(rw.as_str())
+                    {
+                        self.invalid(
+                            &k("rewrite"),
+                            &rw,
+                            "must be a normalised path starting with `/`, e.g. /v2/",
+                        );
+                    }
+                    if r.strip_prefix.is_some() {
+                        self.err(
+                            k("rewrite"),
+                            "replaces the prefix itself; do not combine it with strip_prefix",
+                        );
+                    }
+                    Some(rw)
+                }
+            };
+            let scopes = r.scopes.unwrap_or_default();
+            for (j, sc) in scopes.iter().enumerate() {
+                if !scope::is_valid_token(sc) {
+                    self.invalid(&format!("routes[{i}].scopes[{j}]"), sc, "not a scope token");
+                }
+            }
+            let roles = r.roles.unwrap_or_default();
+            let schools: Vec<String> = r
+                .schools
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, v)| match v {
+                    toml::Value::String(s) if !s.is_empty() => Some(s),
+                    toml::Value::Integer(n) => Some(n.to_string()),
+                    other => {
+                        self.invalid(
+                            &format!("routes[{i}].schools[{j}]"),
+                            &other.to_string(),
+                            "expected a school id",
+                        );
+                        None
+                    }
+                })
+                .collect();
+            let mut skip_auth_methods = Vec::new();
+            for (j, m) in r.skip_auth_methods.unwrap_or_default().iter().enumerate() {
+                match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(method) if m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                        skip_auth_methods.push(method)
+                    }
+                    _ => self.invalid(
+                        &format!("routes[{i}].skip_auth_methods[{j}]"),
+                        m,
+                        "not an HTTP method",
+                    ),
+                }
+            }
+            let health_check = r.health_check.map(|h| {
+                let hk = |f: &str| format!("routes[{i}].health_check.{f}");
+                let path = h.path.unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') {
+                    self.invalid(&hk("path"), &path, "must start with `/`");
+                }
+                let threshold = |v: &mut Self, f: &str, n: Option<i64>, d: usize| match n {
+                    None => d,
+                    Some(n) if (1..=100).contains(&n) => n as usize,
+                    Some(n) => {
+                        v.invalid(&hk(f), &n.to_string(), "must be between 1 and 100");
+                        d
+                    }
+                };
+                HealthCheckConfig {
+                    interval: self.duration(&hk("interval"), h.interval.as_deref(), "5s"),
+                    timeout: self.duration(&hk("timeout"), h.timeout.as_deref(), "2s"),
+                    healthy_threshold: threshold(self, "healthy_threshold", h.healthy_threshold, 2),
+                    unhealthy_threshold: threshold(
+                        self,
+                        "unhealthy_threshold",
+                        h.unhealthy_threshold,
+                        3,
+                    ),
+                    path,
+                }
+            });
             let auth = match r.auth.as_deref() {
                 None | Some("login") => AuthKind::Login,
                 Some("public") => AuthKind::Public,
@@ -656,11 +828,31 @@ impl Validator<'_> {
             let connect_timeout =
                 self.duration(&k("connect_timeout"), r.connect_timeout.as_deref(), "5s");
             let read_timeout = self.duration(&k("read_timeout"), r.read_timeout.as_deref(), "60s");
-            if let Some(upstream) = upstream {
+            if health_check.is_some() && urls.is_empty() {
+                self.err(k("health_check"), "needs an upstream to check");
+            }
+            if urls.len() == upstreams.len() {
+                if auth == AuthKind::Public
+                    && !(scopes.is_empty() && roles.is_empty() && schools.is_empty())
+                {
+                    self.err(
+                        k("auth"),
+                        "a public route cannot require scopes, roles or schools",
+                    );
+                }
                 out.push(RouteConfig {
                     name,
+                    host,
                     path,
-                    upstream,
+                    upstreams,
+                    rewrite,
+                    requirements: Requirements {
+                        scopes,
+                        roles,
+                        schools,
+                    },
+                    skip_auth_methods,
+                    health_check,
                     auth,
                     strip_prefix: r.strip_prefix.unwrap_or(false),
                     preserve_host: r.preserve_host.unwrap_or(true),

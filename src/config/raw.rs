@@ -33,6 +33,31 @@ pub struct RawServer {
     pub prefix: Option<String>,
     pub threads: Option<i64>,
     pub shutdown_grace: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// `upstream = "url"` or `upstream = ["url", "url"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstreams {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,8 +87,15 @@ pub struct RawSession {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRoute {
     pub name: Option<String>,
+    pub host: Option<String>,
     pub path: Option<String>,
-    pub upstream: Option<String>,
+    pub upstream: Option<RawUpstreams>,
+    pub rewrite: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub roles: Option<Vec<String>>,
+    pub schools: Option<Vec<toml::Value>>,
+    pub skip_auth_methods: Option<Vec<String>>,
+    pub health_check: Option<RawHealthCheck>,
     pub auth: Option<String>,
     pub strip_prefix: Option<bool>,
     pub preserve_host: Option<bool>,

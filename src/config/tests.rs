@@ -61,9 +61,9 @@ fn the_issue_example_parses_with_documented_defaults() {
     );
     assert_eq!(c.routes.len(), 2);
     let api = &c.routes[1];
-    assert!(api.strip_prefix && !api.preserve_host && api.upstream.tls);
-    assert_eq!(api.upstream.authority(), "demo.loopwise.com");
-    assert_eq!(c.routes[0].upstream.authority(), "127.0.0.1:9000");
+    assert!(api.strip_prefix && !api.preserve_host && api.upstreams[0].tls);
+    assert_eq!(api.upstreams[0].authority(), "demo.loopwise.com");
+    assert_eq!(c.routes[0].upstreams[0].authority(), "127.0.0.1:9000");
     assert!(c.routes[0].preserve_host);
 }
 

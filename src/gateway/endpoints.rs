@@ -25,7 +25,8 @@ pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         "/sign_out" if get => sign_out_page(gw),
         "/sign_out" if post => sign_out(gw, view, now).await,
         "/userinfo" if get => userinfo(gw, view, now).await,
-        "/start" | "/callback" | "/sign_out" | "/userinfo" => Reply::error(
+        "/auth" if get => forward_auth(gw, view, now).await,
+        "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth" => Reply::error(
             405,
             view.is_navigation(),
             "method_not_allowed",
@@ -297,5 +298,80 @@ async fn userinfo(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             }),
         ),
         None => Reply::unauthorized("no session"),
+    }
+}
+
+/// Forward-auth for nginx `auth_request`, Traefik `forwardAuth` and Caddy `forward_auth`:
+/// 202 (with `Authorization` and identity headers to copy) when the original request is
+/// allowed, 401 when not logged in, 403 when not allowed. The original request is read
+/// from `X-Forwarded-Uri`/`X-Original-URI`, `X-Forwarded-Host` and `X-Forwarded-Method`,
+/// believed only from `server.trusted_proxies`; otherwise it is `GET /` on this host.
+async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
+    let trusted = view
+        .peer
+        .is_some_and(|p| gw.config.server.trusted_proxies.contains(p));
+    let header = |n: &str| {
+        trusted
+            .then(|| view.headers.get(n).and_then(|v| v.to_str().ok()))
+            .flatten()
+    };
+    let uri = header("x-forwarded-uri")
+        .or_else(|| header("x-original-uri"))
+        .unwrap_or("/");
+    let forwarded_host = header("x-forwarded-host").and_then(crate::policy::host::normalize_host);
+    let host = forwarded_host.as_deref().or(view.host);
+    let method = header("x-forwarded-method")
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(http::Method::GET);
+    let (raw_path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri, None),
+    };
+    let Some(norm) = crate::proxy::path::normalize(raw_path) else {
+        return Reply::json(
+            403,
+            json!({"error": "bad_request", "error_description": "the original URI is not valid"}),
+        );
+    };
+    let Some(route) = gw.routes.find(host, &norm) else {
+        return Reply::json(
+            403,
+            json!({"error": "no_route", "error_description": "no route matches the original request"}),
+        );
+    };
+    let original = RequestView {
+        method: &method,
+        host,
+        peer: view.peer,
+        path: &norm,
+        query,
+        headers: view.headers,
+    };
+    match gw.authorize(route, &original, now).await {
+        super::Decision::Allow {
+            auth, set_cookies, ..
+        } => {
+            let mut r = Reply::new(202).cookies(set_cookies);
+            if let Some(a) = auth {
+                r = r.header("authorization", format!("Bearer {}", a.token));
+                for (k, v) in crate::proxy::headers::identity_headers(&a.identity, &a.scope) {
+                    r = r.header(k, v);
+                }
+            }
+            r
+        }
+        super::Decision::Deny { reply, .. } if reply.status == 302 => {
+            // A front proxy cannot follow our redirect; it turns 401 into a login itself.
+            // Keep only cookie deletions (a dead session), not the login-state cookie.
+            let clears: Vec<String> = reply
+                .headers
+                .iter()
+                .filter(|(k, v)| *k == "set-cookie" && v.contains("Max-Age=0"))
+                .map(|(_, v)| v.clone())
+                .collect();
+            Reply::unauthorized("authentication required: sign in through the gateway")
+                .cookies(clears)
+        }
+        super::Decision::Deny { reply, .. } => reply,
     }
 }

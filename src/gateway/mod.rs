@@ -2,8 +2,11 @@
 //! with a request for a gateway endpoint, how a login starts and ends.
 //! `proxy::service` translates between pingora and this module.
 
+mod authorize;
 mod clock;
 mod endpoints;
+
+pub use authorize::{Authenticated, Decision};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +79,10 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     pub method: &'a Method,
+    /// Normalised host (see `policy::host::normalize_host`), if the request named one.
+    pub host: Option<&'a str>,
+    /// The peer's address (the client, or a proxy in front of us).
+    pub peer: Option<std::net::IpAddr>,
     /// Normalised path (see `proxy::path`).
     pub path: &'a str,
     pub query: Option<&'a str>,

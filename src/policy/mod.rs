@@ -1,3 +1,5 @@
 //! Request classification and the per-request authentication decision (pure).
 
+pub mod authz;
+pub mod host;
 pub mod navigation;

@@ -102,6 +102,22 @@ pub fn strip(path: &str, prefix: &str) -> String {
     }
 }
 
+/// `path` with the route prefix replaced by `replacement` (`rewrite`): with prefix
+/// `/old/` and replacement `/new/`, `/old/x` becomes `/new/x` and `/old` becomes `/new/`.
+pub fn rewrite(path: &str, prefix: &str, replacement: &str) -> String {
+    let rest = strip(path, prefix);
+    let base = replacement.trim_end_matches('/');
+    if rest == "/" {
+        if replacement.ends_with('/') || base.is_empty() {
+            format!("{base}/")
+        } else {
+            base.to_string()
+        }
+    } else {
+        format!("{base}{rest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +175,9 @@ mod tests {
         assert_eq!(strip("/loopwise/api/v1/me", "/loopwise/"), "/api/v1/me");
         assert_eq!(strip("/loopwise", "/loopwise/"), "/");
         assert_eq!(strip("/x", "/"), "/x");
+        assert_eq!(rewrite("/old/x/y", "/old/", "/new/"), "/new/x/y");
+        assert_eq!(rewrite("/old", "/old/", "/new/"), "/new/");
+        assert_eq!(rewrite("/old/x", "/old", "/"), "/x");
+        assert_eq!(rewrite("/old", "/old", "/v2"), "/v2");
     }
 }

@@ -1,6 +1,7 @@
 //! pingora glue: translates between pingora's `ProxyHttp` callbacks and the gateway's
 //! decisions. No policy is decided here.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,29 +15,25 @@ use super::path;
 use super::respond::Reply;
 use super::routes::Route;
 use crate::config::AuthKind;
-use crate::gateway::{BearerAuth, Gateway, RequestView, SessionAuth};
-use crate::session::Identity;
-
-/// Who a request is, once authenticated: injected upstream.
-pub struct Authenticated {
-    pub identity: Identity,
-    pub scope: String,
-    /// The Bearer token sent upstream: the session's, or the API client's own.
-    pub token: String,
-}
+use crate::gateway::{Authenticated, Decision, Gateway, RequestView};
 
 /// Per-request state shared across pingora's phases.
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
     auth: Option<Authenticated>,
-    /// Path and query to send upstream (normalised, prefix-stripped when configured).
+    /// Path and query to send upstream (normalised; prefix stripped or rewritten).
     upstream_uri: String,
     navigation: bool,
     /// Cookies to set on the response (e.g. a refreshed session).
     set_cookies: Vec<String>,
     started: Option<Instant>,
     outcome: &'static str,
+    /// The backend of the current attempt, its `Host`, and backends already tried.
+    backend: Option<SocketAddr>,
+    upstream_authority: Option<String>,
+    tried: Vec<SocketAddr>,
+    retried: bool,
 }
 
 pub struct LoopgateProxy {
@@ -61,60 +58,28 @@ pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
     Ok(())
 }
 
-/// 401 for a missing or bad Bearer token (RFC 6750 §3).
-fn invalid_token(message: &str) -> Reply {
-    Reply::json(
-        401,
-        serde_json::json!({"error": "invalid_token", "error_description": message}),
-    )
-    .header(
-        "www-authenticate",
-        "Bearer realm=\"loopgate\", error=\"invalid_token\"",
-    )
+/// The request's host: `Host` (HTTP/1.1) or the URI authority (HTTP/2).
+pub fn request_host(req: &RequestHeader) -> Option<String> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .and_then(crate::policy::host::normalize_host)
 }
 
-fn loopwise_down(navigation: bool) -> Reply {
-    Reply::error(
-        503,
-        navigation,
-        "loopwise_unreachable",
-        "Loopwise is unreachable, so your sign-in cannot be renewed right now. Please try again in a moment.",
+/// Methods safe to send to a second backend after a connection failure.
+fn idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
     )
-    .header("retry-after", "5")
 }
 
 impl LoopgateProxy {
-    /// Bearer authentication (`api` routes, and `login` routes with `accept_bearer`).
-    async fn bearer(&self, headers: &http::HeaderMap, now: u64, ctx: &mut Ctx) -> Option<Reply> {
-        match self.gateway.authenticate_bearer(headers, now).await {
-            BearerAuth::Valid(info, _lookup) => {
-                ctx.outcome = "bearer";
-                let token = crate::gateway::bearer_token(headers)
-                    .and_then(Result::ok)
-                    .unwrap_or_default()
-                    .to_string();
-                ctx.auth = Some(Authenticated {
-                    identity: info.identity,
-                    scope: info.scope,
-                    token,
-                });
-                None
-            }
-            BearerAuth::Missing => {
-                ctx.outcome = "unauthorized";
-                Some(invalid_token("a Bearer token is required"))
-            }
-            BearerAuth::Invalid => {
-                ctx.outcome = "unauthorized";
-                Some(invalid_token("the Bearer token is invalid or expired"))
-            }
-            BearerAuth::Unavailable => {
-                ctx.outcome = "loopwise_unavailable";
-                Some(loopwise_down(false))
-            }
-        }
-    }
-
     /// Decides what to do with a request; `Some(reply)` ends it here.
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
         let gw = &self.gateway;
@@ -130,8 +95,14 @@ impl LoopgateProxy {
                 "This address is not valid",
             ));
         };
+        let host = request_host(req);
         let view = RequestView {
             method: &req.method,
+            host: host.as_deref(),
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             path: &norm,
             query: req.uri.query(),
             headers: &req.headers,
@@ -140,68 +111,39 @@ impl LoopgateProxy {
             ctx.outcome = "endpoint";
             return Some(gw.endpoint(&view, now).await);
         }
-        let Some(route) = gw.routes.find(&norm) else {
+        let Some(route) = gw.routes.find(host.as_deref(), &norm) else {
             ctx.outcome = "no_route";
             return Some(Reply::error(404, ctx.navigation, "not_found", "Not found"));
         };
-        let upstream_path = if route.config.strip_prefix {
-            path::strip(&norm, &route.config.path)
-        } else {
-            norm.clone()
+        ctx.route = Some(route.clone());
+        let rc = &route.config;
+        let upstream_path = match (&rc.rewrite, rc.strip_prefix) {
+            (Some(rw), _) => path::rewrite(&norm, &rc.path, rw),
+            (None, true) => path::strip(&norm, &rc.path),
+            (None, false) => norm.clone(),
         };
         ctx.upstream_uri = match req.uri.query() {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path,
         };
-        ctx.route = Some(route.clone());
-        match route.config.auth {
-            AuthKind::Public => {
-                ctx.outcome = "public";
+        match gw.authorize(route, &view, now).await {
+            Decision::Allow {
+                auth,
+                set_cookies,
+                outcome,
+            } => {
+                ctx.outcome = outcome;
+                ctx.auth = auth;
+                ctx.set_cookies = set_cookies;
+                if route.pool.is_none() {
+                    ctx.outcome = "policy_only_route";
+                    return Some(Reply::error(404, ctx.navigation, "not_found", "Not found"));
+                }
                 None
             }
-            AuthKind::Api => self.bearer(&req.headers, now, ctx).await,
-            AuthKind::Login => {
-                if route.config.accept_bearer
-                    && req.headers.contains_key(http::header::AUTHORIZATION)
-                {
-                    return self.bearer(&req.headers, now, ctx).await;
-                }
-                match gw.authenticate_session(&req.headers, now).await {
-                    SessionAuth::Active {
-                        session,
-                        set_cookies,
-                    } => {
-                        ctx.outcome = "session";
-                        ctx.set_cookies = set_cookies;
-                        let session = *session;
-                        ctx.auth = Some(Authenticated {
-                            identity: session.identity,
-                            scope: session.scope,
-                            token: session.access_token,
-                        });
-                        None
-                    }
-                    SessionAuth::Anonymous => {
-                        ctx.outcome = if ctx.navigation {
-                            "login_redirect"
-                        } else {
-                            "unauthorized"
-                        };
-                        Some(gw.challenge(&view, now))
-                    }
-                    SessionAuth::Ended { clear } => {
-                        ctx.outcome = if ctx.navigation {
-                            "login_redirect"
-                        } else {
-                            "unauthorized"
-                        };
-                        Some(gw.challenge(&view, now).cookies(clear))
-                    }
-                    SessionAuth::LoopwiseDown => {
-                        ctx.outcome = "loopwise_unavailable";
-                        Some(loopwise_down(ctx.navigation))
-                    }
-                }
+            Decision::Deny { reply, outcome } => {
+                ctx.outcome = outcome;
+                Some(reply)
             }
         }
     }
@@ -231,10 +173,12 @@ impl ProxyHttp for LoopgateProxy {
     async fn upstream_peer(&self, _session: &mut PSession, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
-            .as_ref()
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let up = &route.config.upstream;
-        let mut peer = HttpPeer::new(route.addr, up.tls, up.host.clone());
+        let (addr, up) = route
+            .pick(&ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no backend available"))?;
+        let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
         peer.options.connection_timeout = Some(route.config.connect_timeout);
         peer.options.total_connection_timeout =
             Some(route.config.connect_timeout + Duration::from_secs(5));
@@ -243,7 +187,32 @@ impl ProxyHttp for LoopgateProxy {
         // pingora's connection reuse ignores the CA: keep each route's connections apart so
         // a route with weaker trust never reuses a connection verified under another's.
         peer.group_key = route.group_key;
+        ctx.backend = Some(addr);
+        ctx.upstream_authority = Some(up.authority());
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut PSession,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Passive failure handling: one retry on another backend, for idempotent requests.
+        let backends = ctx
+            .route
+            .as_ref()
+            .map_or(0, |r| r.config.upstreams.len().max(r.backends().len()));
+        if let Some(addr) = ctx.backend {
+            tracing::warn!(backend = %addr, error = %e, "cannot connect to backend");
+            ctx.tried.push(addr);
+        }
+        if !ctx.retried && backends > 1 && idempotent(&session.req_header().method) {
+            ctx.retried = true;
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -287,19 +256,47 @@ impl ProxyHttp for LoopgateProxy {
             .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream uri"))?;
         upstream.set_uri(uri);
         if !route.config.preserve_host {
-            upstream.insert_header("host", route.config.upstream.authority())?;
+            if let Some(a) = &ctx.upstream_authority {
+                upstream.insert_header("host", a.as_str())?;
+            }
         }
-        // Until trusted proxies are configurable, forwarded headers are always our own.
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
-        }
-        let proto = if gw.config.server.secure {
-            "https"
-        } else {
-            "http"
+        // X-Forwarded-*: extended when the peer is a trusted proxy, replaced otherwise.
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = peer.is_some_and(|p| gw.config.server.trusted_proxies.contains(p));
+        let keep = |name: &str| -> Option<String> {
+            if !trusted {
+                return None;
+            }
+            upstream
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         };
+        let xff = match (keep("x-forwarded-for"), peer) {
+            (Some(chain), Some(p)) => Some(format!("{chain}, {p}")),
+            (_, Some(p)) => Some(p.to_string()),
+            (chain, None) => chain,
+        };
+        let proto = keep("x-forwarded-proto").unwrap_or_else(|| {
+            if gw.config.server.secure {
+                "https"
+            } else {
+                "http"
+            }
+            .to_string()
+        });
+        let fwd_host = keep("x-forwarded-host").or(original_host);
+        upstream.remove_header("x-forwarded-for");
+        if let Some(x) = xff {
+            upstream.insert_header("x-forwarded-for", x)?;
+        }
         upstream.insert_header("x-forwarded-proto", proto)?;
-        if let Some(h) = original_host {
+        upstream.remove_header("x-forwarded-host");
+        if let Some(h) = fwd_host {
             upstream.insert_header("x-forwarded-host", h)?;
         }
         Ok(())
