@@ -80,7 +80,8 @@ pub struct Setup {
     pub registration_file: Option<String>,
     /// Extra TOML appended (more routes).
     pub extra: String,
-    /// Extra keys for the `[loopwise]` and `[session]` tables.
+    /// Extra keys for the `[server]`, `[loopwise]` and `[session]` tables.
+    pub server_extra: String,
     pub loopwise_extra: String,
     pub session_extra: String,
     pub app: SocketAddr,
@@ -97,6 +98,7 @@ impl Setup {
             client_id: Some(super::CLIENT.into()),
             registration_file: None,
             extra: String::new(),
+            server_extra: String::new(),
             loopwise_extra: String::new(),
             session_extra: String::new(),
             app,
@@ -124,6 +126,7 @@ impl Setup {
 listen = "127.0.0.1:{port}"
 public_url = "{public_url}"
 threads = 2
+{server_extra}
 
 [loopwise]
 issuer = "{issuer}"
@@ -171,6 +174,7 @@ auth = "api"
             app = self.app,
             extra = self.extra,
             loopwise_extra = self.loopwise_extra,
+            server_extra = self.server_extra,
             session_extra = self.session_extra,
         )
     }
