@@ -37,6 +37,8 @@ pub enum StartError {
     Http(String),
     #[error("the gateway did not start listening on {0} within 10s")]
     NotListening(SocketAddr),
+    #[error("server.tls: {0}")]
+    Tls(String),
 }
 
 fn unix_now() -> u64 {
@@ -130,7 +132,7 @@ fn pingora_conf(config: &Config) -> ServerConf {
 }
 
 /// Builds the pingora server for a prepared gateway.
-pub fn build_server(gateway: Arc<Gateway>) -> Server {
+pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
     let conf = pingora_conf(&gateway.config);
     let listen = gateway.config.server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -144,14 +146,34 @@ pub fn build_server(gateway: Arc<Gateway>) -> Server {
             ));
         }
     }
+    let tls = gateway.config.server.tls.clone();
     let mut svc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         LoopgateProxy { gateway },
         "loopgate",
     );
-    svc.add_tcp(&listen);
+    match tls {
+        // TLS on the listener, with HTTP/2 offered by ALPN.
+        Some(t) => {
+            let (cert, key) = (t.cert_file.to_string_lossy(), t.key_file.to_string_lossy());
+            // pingora panics in the listener task on unreadable files: check them first.
+            match pingora::tls::load_certs_and_key_files(&cert, &key) {
+                Ok(Some(_)) => {}
+                _ => {
+                    return Err(StartError::Tls(format!(
+                        "cannot load the certificate chain `{cert}` and private key `{key}` (PEM)"
+                    )))
+                }
+            }
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            settings.enable_h2();
+            svc.add_tls_with_settings(&listen, None, settings);
+        }
+        None => svc.add_tcp(&listen),
+    }
     server.add_service(svc);
-    server
+    Ok(server)
 }
 
 /// Runs the gateway until SIGTERM/SIGINT (graceful) — the `loopgate run` path.
@@ -164,7 +186,7 @@ pub fn run_blocking(config: Config) -> Result<(), StartError> {
     drop(rt);
     let addr = gateway.config.server.listen;
     let public = gateway.config.server.public_url.clone();
-    let server = build_server(Arc::new(gateway));
+    let server = build_server(Arc::new(gateway))?;
     tracing::info!(listen = %addr, public_url = %public, "Loopgate gateway starting");
     server.run(RunArgs::default());
     Ok(())
@@ -214,7 +236,13 @@ impl GatewayHandle {
                         return;
                     }
                 };
-                let server = build_server(gateway.clone());
+                let server = match build_server(gateway.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let _ = ready_tx.send(Ok(gateway));
                 server.run(RunArgs {
                     shutdown_signal: Box::new(ChannelShutdown(Mutex::new(Some(stop_rx)))),

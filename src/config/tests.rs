@@ -247,3 +247,44 @@ fn token_settings_have_documented_defaults_and_are_checked() {
     assert_eq!(c.routes[0].auth, AuthKind::Api);
     assert_eq!(c.loopwise.school_id.as_deref(), Some("4242"));
 }
+
+#[test]
+fn routes_tie_only_on_the_same_host_and_path() {
+    let base = MINIMAL.replace(
+        "path = \"/loopwise/\"",
+        "path = \"/\"\nhost = \"a.example.com\"",
+    );
+    assert!(parse_str(&base).is_ok(), "same path, different host: fine");
+    let tie = base.replace(
+        "name = \"app\"\npath = \"/\"",
+        "name = \"app\"\nhost = \"A.example.com\"\npath = \"/\"",
+    );
+    assert!(parse_str(&tie).unwrap_err().has("routes[1].path"));
+    let lists = MINIMAL.replace(
+        "upstream = \"http://127.0.0.1:9000\"",
+        "upstream = [\"http://127.0.0.1:9000\", \"https://127.0.0.1:9001\"]\nhealth_check = { path = \"nope\", healthy_threshold = 0 }\nroles = [\"teacher\"]\nskip_auth_methods = [\"OPTIONS\", \"NOT A METHOD\"]\nrewrite = \"/x/../y\"",
+    );
+    let e = parse_str(&lists).unwrap_err();
+    for key in [
+        "routes[0].upstream",
+        "routes[0].health_check.path",
+        "routes[0].health_check.healthy_threshold",
+        "routes[0].skip_auth_methods[1]",
+        "routes[0].rewrite",
+    ] {
+        assert!(e.has(key), "{key}: {e}");
+    }
+    let ok = MINIMAL.replace(
+        "upstream = \"http://127.0.0.1:9000\"",
+        "upstream = [\"http://127.0.0.1:9000\", \"http://127.0.0.1:9001\"]\nhealth_check = { path = \"/healthz\" }\nscopes = [\"read\"]\nroles = [\"teacher\"]\nschools = [4242, \"17\"]\nskip_auth_methods = [\"options\"]",
+    );
+    let c = parse_str(&ok).unwrap();
+    let r = &c.routes[0];
+    assert_eq!(r.upstreams.len(), 2);
+    assert_eq!(
+        r.health_check.as_ref().unwrap().interval,
+        Duration::from_secs(5)
+    );
+    assert_eq!(r.requirements.schools, ["4242", "17"]);
+    assert_eq!(r.skip_auth_methods, [http::Method::OPTIONS]);
+}

@@ -479,6 +479,8 @@ pub struct TestPki {
     pub ca_pem: String,
     pub leaf_der: Vec<u8>,
     pub key_der: Vec<u8>,
+    pub leaf_pem: String,
+    pub key_pem: String,
 }
 
 pub fn test_pki() -> TestPki {
@@ -501,6 +503,8 @@ pub fn test_pki() -> TestPki {
         ca_pem: ca.pem(),
         leaf_der: leaf.der().to_vec(),
         key_der: leaf_key.serialize_der(),
+        leaf_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
     }
 }
 
