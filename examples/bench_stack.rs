@@ -131,6 +131,7 @@ async fn main() {
 listen = "{gw_addr}"
 public_url = "{public_url}"
 threads = 2
+admin_listen = "127.0.0.1:0"
 [loopwise]
 issuer = "{issuer}"
 client_id = "bench"

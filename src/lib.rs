@@ -4,6 +4,7 @@
 //! `main.rs` only parses the command line.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod emulator;
 pub mod gateway;
 pub mod html;
 pub mod login;
+pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod proxy;

@@ -79,8 +79,13 @@ pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
         }
     };
     let routes = RouteTable::build(&config.routes).await?;
-    let request_http: Arc<dyn HttpClient> =
-        Arc::new(ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let request_http: Arc<dyn HttpClient> = Arc::new(crate::oauth::metered::MeteredClient {
+        inner: Arc::new(
+            ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?,
+        ),
+        metrics: metrics.clone(),
+    });
     let loopwise = LoopwiseClient::new(
         request_http,
         metadata,
@@ -88,12 +93,21 @@ pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
         lw.client_secret.clone(),
         redirect_uri,
     );
-    Ok(Gateway::new(
+    let admin = std::net::TcpListener::bind(config.server.admin_listen).map_err(|source| {
+        StartError::Bind {
+            addr: config.server.admin_listen,
+            source,
+        }
+    })?;
+    let gateway = Gateway::new(
         Arc::new(config),
         routes,
         loopwise,
         Arc::new(CookieStore),
-    ))
+        metrics,
+    );
+    gateway.set_admin_listener(admin);
+    Ok(gateway)
 }
 
 /// A few quick retries cover Loopwise (or the emulator) still starting up.
@@ -137,6 +151,15 @@ pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
     let listen = gateway.config.server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    if let Some(listener) = gateway.take_admin_listener() {
+        server.add_service(pingora::services::background::GenBackgroundService::new(
+            "admin".into(),
+            Arc::new(crate::admin::AdminService {
+                gateway: gateway.clone(),
+                listener: std::sync::Mutex::new(Some(listener)),
+            }),
+        ));
+    }
     // Each route's pool re-resolves DNS and runs its health checks in the background.
     for route in gateway.routes.iter() {
         if let Some(pool) = &route.pool {

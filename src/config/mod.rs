@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Trusted,
     /// TLS (and HTTP/2) on the proxy listener.
     pub tls: Option<TlsConfig>,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    pub admin_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +388,18 @@ impl Validator<'_> {
             raw.shutdown_grace.as_deref(),
             "20s",
         );
+        let admin_s = raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9090".into());
+        let admin_listen = match admin_s.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.invalid(
+                    "server.admin_listen",
+                    &admin_s,
+                    "expected IP:PORT, e.g. 127.0.0.1:9090",
+                );
+                SocketAddr::from(([127, 0, 0, 1], 9090))
+            }
+        };
         let mut trusted = Vec::new();
         for (i, c) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
             match c.parse::<Cidr>() {
@@ -425,6 +439,7 @@ impl Validator<'_> {
             shutdown_grace,
             trusted_proxies: Trusted(trusted),
             tls,
+            admin_listen,
         })
     }
 

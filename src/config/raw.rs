@@ -34,6 +34,7 @@ pub struct RawServer {
     pub threads: Option<i64>,
     pub shutdown_grace: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub admin_listen: Option<String>,
     pub tls: Option<RawTls>,
 }
 

@@ -21,7 +21,18 @@ pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             let target = view.query_param("rd").unwrap_or_else(|| "/".into());
             gw.start_login(&target, now)
         }
-        "/callback" if get => callback(gw, view, now).await,
+        "/callback" if get => {
+            let reply = callback(gw, view, now).await;
+            let result = match reply.status {
+                302 => "ok",
+                403 => "denied",
+                503 => "loopwise_unreachable",
+                500 => "error",
+                _ => "refused",
+            };
+            gw.metrics.logins.with_label_values(&[result]).inc();
+            reply
+        }
         "/sign_out" if get => sign_out_page(gw),
         "/sign_out" if post => sign_out(gw, view, now).await,
         "/userinfo" if get => userinfo(gw, view, now).await,

@@ -125,6 +125,12 @@ pub struct Gateway {
     refresher: Refresher,
     token_cache: TokenCache,
     validation: Mode,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set when a graceful shutdown starts: `/readyz` turns 503.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// The admin listener, bound at start-up and handed to the admin service.
+    admin_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -142,6 +148,7 @@ impl Gateway {
         routes: RouteTable,
         loopwise: LoopwiseClient,
         store: Arc<dyn SessionStore>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Gateway {
         let secrets = &config.session.secrets;
         let cookie_base = config
@@ -159,6 +166,10 @@ impl Gateway {
         };
         let cache = &config.cache;
         Gateway {
+            metrics,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            admin_listener: std::sync::Mutex::new(None),
+            admin_addr: std::sync::OnceLock::new(),
             refresher: Refresher::new(config.session.refresh_grace),
             token_cache: TokenCache::new(cache.ttl, cache.negative_ttl, cache.max_entries),
             validation,
@@ -247,7 +258,11 @@ impl Gateway {
             }
             let attempt = self.refresher.refresh(&self.loopwise, &session, now).await;
             if attempt.performed {
-                tracing::info!(sub = %crate::proxy::headers::sanitize(&session.identity.sub), outcome = ?outcome_name(&attempt.outcome), "refresh");
+                let outcome = outcome_name(&attempt.outcome);
+                self.metrics.refresh.with_label_values(&[outcome]).inc();
+                tracing::info!(sub = %crate::proxy::headers::sanitize(&session.identity.sub), outcome, "refresh");
+            } else {
+                self.metrics.refresh_coalesced.inc();
             }
             match attempt.outcome.as_ref() {
                 RefreshOutcome::Refreshed(new) => {
@@ -303,6 +318,16 @@ impl Gateway {
                 validate::validate(&self.validation, &self.loopwise, token, now),
             )
             .await;
+        let lookup_label = match &result {
+            Ok((_, Lookup::Hit)) => "hit",
+            Ok((_, Lookup::NegativeHit)) => "negative_hit",
+            Ok((_, Lookup::Miss)) => "miss",
+            Err(_) => "error",
+        };
+        self.metrics
+            .token_cache_requests
+            .with_label_values(&[lookup_label])
+            .inc();
         match result {
             Ok((Verdict::Valid(info), lookup)) => {
                 let school_ok = self
@@ -323,6 +348,28 @@ impl Gateway {
                 BearerAuth::Unavailable
             }
         }
+    }
+
+    pub fn set_admin_listener(&self, l: std::net::TcpListener) {
+        if let Ok(addr) = l.local_addr() {
+            let _ = self.admin_addr.set(addr);
+        }
+        *self
+            .admin_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(l);
+    }
+
+    pub fn take_admin_listener(&self) -> Option<std::net::TcpListener> {
+        self.admin_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr.get().copied()
     }
 
     /// The validated-token cache (metrics, tests).

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod http;
+pub mod metered;
 pub mod pkce;
 pub mod registration;
 pub mod scope;

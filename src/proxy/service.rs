@@ -34,6 +34,7 @@ pub struct Ctx {
     upstream_authority: Option<String>,
     tried: Vec<SocketAddr>,
     retried: bool,
+    upstream_started: Option<Instant>,
 }
 
 pub struct LoopgateProxy {
@@ -189,6 +190,7 @@ impl ProxyHttp for LoopgateProxy {
         peer.group_key = route.group_key;
         ctx.backend = Some(addr);
         ctx.upstream_authority = Some(up.authority());
+        ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
 
@@ -207,6 +209,13 @@ impl ProxyHttp for LoopgateProxy {
         if let Some(addr) = ctx.backend {
             tracing::warn!(backend = %addr, error = %e, "cannot connect to backend");
             ctx.tried.push(addr);
+        }
+        if let Some(route) = &ctx.route {
+            self.gateway
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route.config.name.as_str(), "connect"])
+                .inc();
         }
         if !ctx.retried && backends > 1 && idempotent(&session.req_header().method) {
             ctx.retried = true;
@@ -302,6 +311,22 @@ impl ProxyHttp for LoopgateProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut PSession,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started.take()) {
+            self.gateway
+                .metrics
+                .upstream_duration
+                .with_label_values(&[route.config.name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut PSession,
@@ -378,16 +403,48 @@ impl ProxyHttp for LoopgateProxy {
         let req = session.req_header();
         let elapsed = ctx
             .started
-            .map(|s| s.elapsed().as_secs_f64() * 1000.0)
+            .map(|s| s.elapsed().as_secs_f64())
             .unwrap_or(0.0);
+        let route = ctx
+            .route
+            .as_ref()
+            .map(|r| r.config.name.as_str())
+            .unwrap_or("-");
+        let m = &self.gateway.metrics;
+        m.requests
+            .with_label_values(&[route, crate::metrics::status_class(status)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed);
+        if !ctx.outcome.is_empty() {
+            m.auth_decisions
+                .with_label_values(&[route, ctx.outcome])
+                .inc();
+        }
+        if let (Some(e), Some(_)) = (e, ctx.backend) {
+            if e.esource() == &ErrorSource::Upstream {
+                m.upstream_errors
+                    .with_label_values(&[
+                        route,
+                        if e.etype() == &ErrorType::ReadTimedout {
+                            "timeout"
+                        } else {
+                            "response"
+                        },
+                    ])
+                    .inc();
+            }
+        }
         tracing::info!(
             target: "loopgate::access",
             method = %req.method,
             path = %req.uri.path(),
-            route = ctx.route.as_ref().map(|r| r.config.name.as_str()).unwrap_or("-"),
+            route,
             status,
-            duration_ms = format!("{elapsed:.2}"),
+            duration_ms = format!("{:.2}", elapsed * 1000.0),
             auth = ctx.outcome,
+            backend = ctx.backend.map(|b| b.to_string()).unwrap_or_default(),
             sub = ctx.auth.as_ref().map(|a| headers::sanitize(&a.identity.sub)).unwrap_or_default(),
             error = e.map(|e| e.etype().as_str()).unwrap_or(""),
             "request"

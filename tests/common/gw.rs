@@ -126,6 +126,7 @@ impl Setup {
 listen = "127.0.0.1:{port}"
 public_url = "{public_url}"
 threads = 2
+admin_listen = "127.0.0.1:0"
 {server_extra}
 
 [loopwise]

@@ -1,0 +1,212 @@
+//! Prometheus metrics, registered explicitly on one registry with bounded labels (route
+//! names and fixed outcome words — never paths, users or tokens).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for request latencies: 0.5 ms … 10 s.
+const LATENCY: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub auth_decisions: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub refresh: IntCounterVec,
+    pub refresh_coalesced: IntCounter,
+    pub loopwise_requests: IntCounterVec,
+    pub loopwise_duration: HistogramVec,
+    pub token_cache_requests: IntCounterVec,
+    pub token_cache_entries: IntGauge,
+    pub backend_healthy: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new_custom(Some("loopgate".into()), None).expect("valid prefix");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = r.register(Box::new(pc));
+        }
+        let token_cache_entries = IntGauge::new(
+            "token_cache_entries",
+            "Validated Bearer tokens currently cached.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(token_cache_entries.clone()))
+            .expect("unique metric");
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "backend_healthy",
+                "1 when the backend passes its health checks.",
+            ),
+            &["route", "backend"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(backend_healthy.clone()))
+            .expect("unique metric");
+        let refresh_coalesced = IntCounter::new(
+            "refresh_coalesced_total",
+            "Requests that needed a refresh and were served by another request's refresh.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(refresh_coalesced.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter(
+                &r,
+                "requests_total",
+                "Requests handled, by route and status class.",
+                &["route", "status_class"],
+            ),
+            request_duration: histogram(
+                &r,
+                "request_duration_seconds",
+                "Time from request to response, by route.",
+                &["route"],
+            ),
+            upstream_duration: histogram(
+                &r,
+                "upstream_duration_seconds",
+                "Time from choosing a backend to its response header, by route.",
+                &["route"],
+            ),
+            upstream_errors: counter(
+                &r,
+                "upstream_errors_total",
+                "Failed upstream attempts, by route and kind.",
+                &["route", "kind"],
+            ),
+            auth_decisions: counter(
+                &r,
+                "auth_decisions_total",
+                "Authentication outcomes, by route.",
+                &["route", "outcome"],
+            ),
+            logins: counter(
+                &r,
+                "logins_total",
+                "Completed login callbacks, by result.",
+                &["result"],
+            ),
+            refresh: counter(
+                &r,
+                "refresh_total",
+                "Token refreshes sent to Loopwise, by result.",
+                &["result"],
+            ),
+            refresh_coalesced,
+            loopwise_requests: counter(
+                &r,
+                "loopwise_requests_total",
+                "Requests to Loopwise, by endpoint and status class.",
+                &["endpoint", "status_class"],
+            ),
+            loopwise_duration: histogram(
+                &r,
+                "loopwise_request_duration_seconds",
+                "Latency of requests to Loopwise, by endpoint.",
+                &["endpoint"],
+            ),
+            token_cache_requests: counter(
+                &r,
+                "token_cache_requests_total",
+                "Bearer validation cache lookups, by result.",
+                &["result"],
+            ),
+            token_cache_entries,
+            backend_healthy,
+            config_reloads: counter(
+                &r,
+                "config_reloads_total",
+                "Config reloads, by result.",
+                &["result"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// `2xx`, `4xx`, … (`error` when no response was written).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_and_rendered() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["app", "2xx"]).inc();
+        m.refresh.with_label_values(&["ok"]).inc();
+        let text = m.render();
+        assert!(
+            text.contains("loopgate_requests_total{route=\"app\",status_class=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("loopgate_build_info{version="));
+        assert!(text.contains("loopgate_refresh_total{result=\"ok\"} 1"));
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(0), "error");
+    }
+}
