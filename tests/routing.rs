@@ -446,3 +446,76 @@ async fn unreadable_tls_files_fail_start_up_clearly() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_answers_only_trusted_front_proxies() {
+    // No trusted proxies: a browser calling /oauth2/auth itself must not get its token.
+    let rig = rig().await;
+    let mut b = Browser::new(&rig.url(""));
+    b.login("/", rig.em.url(), "ada").await;
+    let r = b.xhr("/oauth2/auth").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.header("authorization").is_none());
+    assert!(!r.body.contains("eyJ"));
+
+    // From a trusted front proxy: 202 with what to copy upstream, per the original request.
+    let rig = rig_with(
+        |_| {},
+        |s| {
+            s.server_extra = "trusted_proxies = [\"127.0.0.1/32\"]".into();
+            s.extra = route("admin", "path = \"/admin\"\nroles = [\"school_admin\"]");
+        },
+    )
+    .await;
+    let mut grace = Browser::new(&rig.url(""));
+    grace.login("/", rig.em.url(), "grace").await;
+    let ok = grace
+        .request(
+            reqwest::Method::GET,
+            "/oauth2/auth",
+            &[
+                ("x-forwarded-uri", "/reports/1"),
+                ("x-forwarded-method", "GET"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED);
+    assert!(ok
+        .header("authorization")
+        .unwrap()
+        .starts_with("Bearer eyJ"));
+    assert_eq!(ok.header("x-loopwise-user").as_deref(), Some("grace"));
+    let denied = grace
+        .request(
+            reqwest::Method::GET,
+            "/oauth2/auth",
+            &[("x-original-uri", "/admin/x")],
+        )
+        .await;
+    assert_eq!(
+        denied.status,
+        StatusCode::FORBIDDEN,
+        "policy of the original request"
+    );
+    let mut anon = Browser::new(&rig.url(""));
+    let r = anon
+        .request(
+            reqwest::Method::GET,
+            "/oauth2/auth",
+            &[
+                ("x-forwarded-uri", "/x"),
+                ("accept", "text/html"),
+                ("sec-fetch-mode", "navigate"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a front proxy cannot follow a redirect"
+    );
+    assert!(
+        r.set_cookies().is_empty(),
+        "no login-state cookie is handed out"
+    );
+}

@@ -315,17 +315,21 @@ async fn userinfo(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
 /// Forward-auth for nginx `auth_request`, Traefik `forwardAuth` and Caddy `forward_auth`:
 /// 202 (with `Authorization` and identity headers to copy) when the original request is
 /// allowed, 401 when not logged in, 403 when not allowed. The original request is read
-/// from `X-Forwarded-Uri`/`X-Original-URI`, `X-Forwarded-Host` and `X-Forwarded-Method`,
-/// believed only from `server.trusted_proxies`; otherwise it is `GET /` on this host.
+/// from `X-Forwarded-Uri`/`X-Original-URI`, `X-Forwarded-Host` and `X-Forwarded-Method`.
+/// Only peers in `server.trusted_proxies` get an answer (403 otherwise).
 async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
+    // The 202 carries the access token for the front proxy to copy upstream: it must never
+    // be answered to a browser (DESIGN §4 item 5), only to a configured front proxy.
     let trusted = view
         .peer
         .is_some_and(|p| gw.config.server.trusted_proxies.contains(p));
-    let header = |n: &str| {
-        trusted
-            .then(|| view.headers.get(n).and_then(|v| v.to_str().ok()))
-            .flatten()
-    };
+    if !trusted {
+        return Reply::json(
+            403,
+            json!({"error": "forbidden", "error_description": "forward-auth answers only the front proxies listed in server.trusted_proxies"}),
+        );
+    }
+    let header = |n: &str| view.headers.get(n).and_then(|v| v.to_str().ok());
     let uri = header("x-forwarded-uri")
         .or_else(|| header("x-original-uri"))
         .unwrap_or("/");

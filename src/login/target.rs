@@ -12,7 +12,7 @@ pub const DEFAULT_TARGET: &str = "/";
 
 /// `raw` if it is a safe same-origin target, else `None`.
 pub fn safe_target(raw: &str, gateway_prefix: &str) -> Option<String> {
-    if raw.len() > 2048 || !is_safe_form(raw) {
+    if raw.len() > 2048 || !is_safe_form(raw, false) {
         return None;
     }
     let mut current = raw.to_string();
@@ -21,7 +21,8 @@ pub fn safe_target(raw: &str, gateway_prefix: &str) -> Option<String> {
             .decode_utf8()
             .ok()?
             .into_owned();
-        if !is_safe_form(&decoded) {
+        // Once decoded, a space is just a space (`/My%20File`); controls never are.
+        if !is_safe_form(&decoded, true) {
             return None;
         }
         if decoded == current {
@@ -36,14 +37,15 @@ pub fn safe_target(raw: &str, gateway_prefix: &str) -> Option<String> {
     Some(raw.to_string())
 }
 
-fn is_safe_form(s: &str) -> bool {
+fn is_safe_form(s: &str, space_ok: bool) -> bool {
     let bytes = s.as_bytes();
     if bytes.first() != Some(&b'/') {
         return false;
     }
+    let lowest = if space_ok { 0x20 } else { 0x21 };
     if bytes
         .iter()
-        .any(|&b| !(0x21..0x7f).contains(&b) || b == b'\\')
+        .any(|&b| !(lowest..0x7f).contains(&b) || b == b'\\')
     {
         return false;
     }
@@ -66,6 +68,7 @@ mod tests {
             "/app/page?x=1&y=two",
             "/a-b_c~d/e.html#top",
             "/%7Euser",
+            "/My%20File",
         ] {
             assert_eq!(safe_target(ok, "/oauth2").as_deref(), Some(ok), "{ok}");
         }
