@@ -32,6 +32,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the Loopwise emulator: a strict local stand-in for a Loopwise school.
     Emulator(EmulatorArgs),
+    /// Print a fresh session secret (base64 of 32 random bytes) for `session.secrets`.
+    GenSecret,
 }
 
 #[derive(Debug, Args)]
@@ -99,11 +101,22 @@ fn parse_client(s: &str) -> Result<ClientSpec, String> {
 /// Runs the parsed command to completion and returns the process exit code.
 /// `run` owns the thread (pingora builds its own runtimes); the others get a tokio runtime.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Run(_)) {
+        crate::logging::init(crate::logging::LogFormat::Text, "info");
+    }
     match cli.command {
         Command::Run(args) => run_gateway(&args),
         Command::Check(args) => check(&args),
         Command::Demo(args) => with_runtime(run_demo(args)),
         Command::Emulator(args) => with_runtime(run_emulator(args)),
+        Command::GenSecret => {
+            use base64::Engine;
+            println!(
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(crate::random::bytes::<32>())
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -145,10 +158,70 @@ fn check(args: &ConfigArgs) -> ExitCode {
                 c.loopwise.issuer,
                 c.routes.len()
             );
+            println!();
+            print!("{}", route_table(&c));
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
+}
+
+/// The routes in the order they are matched (most specific host, then longest path).
+pub fn route_table(c: &crate::config::Config) -> String {
+    use crate::policy::host::HostPattern;
+    let mut routes: Vec<&crate::config::RouteConfig> = c.routes.iter().collect();
+    routes.sort_by_key(|r| {
+        std::cmp::Reverse((r.host.specificity(), r.path.trim_end_matches('/').len()))
+    });
+    let mut out = format!(
+        "{:<16} {:<22} {:<14} {:<7} {}\n",
+        "ROUTE", "HOST", "PATH", "AUTH", "UPSTREAM / POLICY"
+    );
+    for r in routes {
+        let host = match &r.host {
+            HostPattern::Any => "*".to_string(),
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Wildcard(s) => format!("*{s}"),
+        };
+        let auth = match r.auth {
+            crate::config::AuthKind::Login => "login",
+            crate::config::AuthKind::Api => "api",
+            crate::config::AuthKind::Public => "public",
+        };
+        let mut target: Vec<String> = r
+            .upstreams
+            .iter()
+            .map(|u| {
+                format!(
+                    "{}://{}",
+                    if u.tls { "https" } else { "http" },
+                    u.authority()
+                )
+            })
+            .collect();
+        if target.is_empty() {
+            target.push("(policy only)".into());
+        }
+        let req = &r.requirements;
+        for (label, v) in [
+            ("scopes", &req.scopes),
+            ("roles", &req.roles),
+            ("schools", &req.schools),
+        ] {
+            if !v.is_empty() {
+                target.push(format!("{label}={}", v.join(",")));
+            }
+        }
+        out.push_str(&format!(
+            "{:<16} {:<22} {:<14} {:<7} {}\n",
+            r.name,
+            host,
+            r.path,
+            auth,
+            target.join(" ")
+        ));
+    }
+    out
 }
 
 fn run_gateway(args: &ConfigArgs) -> ExitCode {
@@ -156,6 +229,7 @@ fn run_gateway(args: &ConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    crate::logging::init(config.log.format, &config.log.level);
     match crate::server::run_blocking(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,4 +1,5 @@
-//! Thin entry point: parse the command line, set up logging, hand over to the library.
+//! Thin entry point: parse the command line and hand over to the library (which sets up
+//! logging once it knows the configured format).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -6,13 +7,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = loopgate::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    loopgate::cli::run(cli)
+    loopgate::cli::run(loopgate::cli::Cli::parse())
 }

@@ -139,3 +139,39 @@ fn check_lists_every_problem_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn gen_secret_prints_a_valid_session_secret_and_check_shows_the_route_table() {
+    let out = Command::new(BIN).arg("gen-secret").output().unwrap();
+    assert!(out.status.success());
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        loopgate::config::decode_session_secret(&secret)
+            .unwrap()
+            .len(),
+        32
+    );
+    let again = Command::new(BIN).arg("gen-secret").output().unwrap();
+    assert_ne!(
+        String::from_utf8(again.stdout).unwrap().trim(),
+        secret,
+        "fresh each time"
+    );
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/loopgate.example.toml");
+    let out = Command::new(BIN)
+        .args(["check", example])
+        .env("LOOPGATE_SESSION_SECRET", &secret)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ROUTE") && text.contains("reports-api"),
+        "{text}"
+    );
+    // Matched order: the longer /api/reports prefix is listed before the catch-all /.
+    assert!(
+        text.find("reports-api").unwrap() < text.find("\napp ").unwrap(),
+        "{text}"
+    );
+}

@@ -203,7 +203,15 @@ pub struct RouteConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: crate::logging::LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `loopgate=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
+    pub log: LogConfig,
     pub server: ServerConfig,
     pub loopwise: LoopwiseConfig,
     pub session: SessionConfig,
@@ -310,7 +318,23 @@ impl Validator<'_> {
         let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
         let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
         let cache = self.cache(raw.cache);
+        let format = match raw.log.format.as_deref().unwrap_or("text").parse() {
+            Ok(f) => f,
+            Err(e) => {
+                self.err("log.format", e);
+                crate::logging::LogFormat::Text
+            }
+        };
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.invalid(
+                "log.level",
+                &level,
+                "expected a level like info, warn or loopgate=debug,info",
+            );
+        }
         Some(Config {
+            log: LogConfig { format, level },
             server: server?,
             loopwise: loopwise?,
             session: session?,

@@ -35,6 +35,24 @@ pub struct Ctx {
     tried: Vec<SocketAddr>,
     retried: bool,
     upstream_started: Option<Instant>,
+    upstream_status: u16,
+    /// From the client's `X-Request-Id` when sane, else generated; sent upstream and logged.
+    request_id: String,
+}
+
+/// The client's `X-Request-Id` if it is short and printable, else a fresh random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            crate::random::bytes::<16>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
 }
 
 pub struct LoopgateProxy {
@@ -86,6 +104,7 @@ impl LoopgateProxy {
         let gw = &self.gateway;
         let now = gw.clock.now();
         let req = session.req_header();
+        ctx.request_id = request_id(&req.headers);
         ctx.navigation = crate::policy::navigation::is_navigation(&req.method, &req.headers);
         let Some(norm) = path::normalize(req.uri.path()) else {
             ctx.outcome = "bad_path";
@@ -242,6 +261,7 @@ impl ProxyHttp for LoopgateProxy {
             }
             upstream.remove_header(&name);
         }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         let cookie = headers::filtered_cookie(&upstream.headers, &|n| gw.is_our_cookie(n));
         upstream.remove_header("cookie");
         if let Some(c) = cookie {
@@ -314,9 +334,10 @@ impl ProxyHttp for LoopgateProxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut PSession,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.upstream_status = resp.status.as_u16();
         if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started.take()) {
             self.gateway
                 .metrics
@@ -353,6 +374,7 @@ impl ProxyHttp for LoopgateProxy {
         for c in ctx.set_cookies.drain(..) {
             resp.append_header("set-cookie", c)?;
         }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
 
@@ -438,13 +460,15 @@ impl ProxyHttp for LoopgateProxy {
         }
         tracing::info!(
             target: "loopgate::access",
+            request_id = %ctx.request_id,
             method = %req.method,
             path = %req.uri.path(),
             route,
             status,
             duration_ms = format!("{:.2}", elapsed * 1000.0),
             auth = ctx.outcome,
-            backend = ctx.backend.map(|b| b.to_string()).unwrap_or_default(),
+            upstream = ctx.backend.map(|b| b.to_string()).unwrap_or_default(),
+            upstream_status = ctx.upstream_status,
             sub = ctx.auth.as_ref().map(|a| headers::sanitize(&a.identity.sub)).unwrap_or_default(),
             error = e.map(|e| e.etype().as_str()).unwrap_or(""),
             "request"
