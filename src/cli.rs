@@ -230,7 +230,11 @@ fn run_gateway(args: &ConfigArgs) -> ExitCode {
         Err(code) => return code,
     };
     crate::logging::init(config.log.format, &config.log.level);
-    match crate::server::run_blocking(config) {
+    let path = args
+        .path()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    match crate::server::run_blocking(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loopgate: {e}");

@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod policy;
 pub mod proxy;
 pub mod random;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod token;

@@ -15,6 +15,7 @@ use crate::gateway::Gateway;
 use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::service::LoopgateProxy;
+use crate::reload::Live;
 use crate::session::CookieStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,33 @@ pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
         addr: config.server.listen,
         source,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let loopwise = loopwise_client(&config, metrics.clone()).await?;
+    let routes = RouteTable::build(&config.routes).await?;
+    let admin = std::net::TcpListener::bind(config.server.admin_listen).map_err(|source| {
+        StartError::Bind {
+            addr: config.server.admin_listen,
+            source,
+        }
+    })?;
+    let gateway = Gateway::new(
+        Arc::new(config),
+        routes,
+        loopwise,
+        Arc::new(CookieStore),
+        metrics,
+    );
+    gateway.set_admin_listener(admin);
+    Ok(gateway)
+}
+
+/// Loopwise metadata, the client id (configured, or registered dynamically and stored),
+/// and a metered client for the request path. Uses a throw-away HTTP client for the
+/// start-up calls, so no pooled connection outlives the runtime that opened it.
+pub async fn loopwise_client(
+    config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<LoopwiseClient, StartError> {
     let lw = &config.loopwise;
     let startup_http =
         ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?;
@@ -78,36 +106,19 @@ pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
             r.client_id
         }
     };
-    let routes = RouteTable::build(&config.routes).await?;
-    let metrics = Arc::new(crate::metrics::Metrics::new());
     let request_http: Arc<dyn HttpClient> = Arc::new(crate::oauth::metered::MeteredClient {
         inner: Arc::new(
             ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?,
         ),
-        metrics: metrics.clone(),
+        metrics,
     });
-    let loopwise = LoopwiseClient::new(
+    Ok(LoopwiseClient::new(
         request_http,
         metadata,
         client_id,
         lw.client_secret.clone(),
         redirect_uri,
-    );
-    let admin = std::net::TcpListener::bind(config.server.admin_listen).map_err(|source| {
-        StartError::Bind {
-            addr: config.server.admin_listen,
-            source,
-        }
-    })?;
-    let gateway = Gateway::new(
-        Arc::new(config),
-        routes,
-        loopwise,
-        Arc::new(CookieStore),
-        metrics,
-    );
-    gateway.set_admin_listener(admin);
-    Ok(gateway)
+    ))
 }
 
 /// A few quick retries cover Loopwise (or the emulator) still starting up.
@@ -145,34 +156,26 @@ fn pingora_conf(config: &Config) -> ServerConf {
     }
 }
 
-/// Builds the pingora server for a prepared gateway.
-pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
+/// Builds the pingora server for the live gateway.
+pub fn build_server(live: Arc<Live>, reload_on_sighup: bool) -> Result<Server, StartError> {
+    let gateway = live.current();
     let conf = pingora_conf(&gateway.config);
     let listen = gateway.config.server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    if let Some(listener) = gateway.take_admin_listener() {
-        server.add_service(pingora::services::background::GenBackgroundService::new(
-            "admin".into(),
-            Arc::new(crate::admin::AdminService {
-                gateway: gateway.clone(),
-                listener: std::sync::Mutex::new(Some(listener)),
-            }),
-        ));
-    }
-    // Each route's pool re-resolves DNS and runs its health checks in the background.
-    for route in gateway.routes.iter() {
-        if let Some(pool) = &route.pool {
-            server.add_service(pingora::services::background::GenBackgroundService::new(
-                format!("backends:{}", route.config.name),
-                pool.clone(),
-            ));
-        }
-    }
+    // The admin listener, the backend pools (DNS refresh, health checks) and SIGHUP.
+    server.add_service(pingora::services::background::GenBackgroundService::new(
+        "admin".into(),
+        Arc::new(crate::admin::AdminService {
+            live: live.clone(),
+            listener: std::sync::Mutex::new(gateway.take_admin_listener()),
+            reload_on_sighup,
+        }),
+    ));
     let tls = gateway.config.server.tls.clone();
     let mut svc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        LoopgateProxy { gateway },
+        LoopgateProxy { live },
         "loopgate",
     );
     match tls {
@@ -199,8 +202,9 @@ pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
     Ok(server)
 }
 
-/// Runs the gateway until SIGTERM/SIGINT (graceful) — the `loopgate run` path.
-pub fn run_blocking(config: Config) -> Result<(), StartError> {
+/// Runs the gateway until SIGTERM/SIGINT (graceful), reloading `config_path` on SIGHUP —
+/// the `loopgate run` path.
+pub fn run_blocking(config: Config, config_path: std::path::PathBuf) -> Result<(), StartError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -209,7 +213,7 @@ pub fn run_blocking(config: Config) -> Result<(), StartError> {
     drop(rt);
     let addr = gateway.config.server.listen;
     let public = gateway.config.server.public_url.clone();
-    let server = build_server(Arc::new(gateway))?;
+    let server = build_server(Live::new(gateway, Some(config_path)), true)?;
     tracing::info!(listen = %addr, public_url = %public, "Loopgate gateway starting");
     server.run(RunArgs::default());
     Ok(())
@@ -233,7 +237,7 @@ impl ShutdownSignalWatch for ChannelShutdown {
 
 /// A gateway running on its own thread, started from async code.
 pub struct GatewayHandle {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -242,7 +246,15 @@ impl GatewayHandle {
     /// Prepares (discovery, registration), starts pingora, and returns once it accepts
     /// connections.
     pub async fn start(config: Config) -> Result<GatewayHandle, StartError> {
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<Arc<Gateway>, StartError>>();
+        Self::start_with_file(config, None).await
+    }
+
+    /// Like [`start`](Self::start), remembering the config file for [`reload`](Self::reload).
+    pub async fn start_with_file(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> Result<GatewayHandle, StartError> {
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Arc<Live>, StartError>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("loopgate-gateway".into())
@@ -252,30 +264,30 @@ impl GatewayHandle {
                     .build()
                     .map_err(|e| StartError::Http(e.to_string()))
                     .and_then(|rt| rt.block_on(prepare(config)));
-                let gateway = match prepared {
-                    Ok(g) => Arc::new(g),
+                let live = match prepared {
+                    Ok(g) => Live::new(g, config_path),
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let server = match build_server(gateway.clone()) {
+                let server = match build_server(live.clone(), false) {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(gateway));
+                let _ = ready_tx.send(Ok(live));
                 server.run(RunArgs {
                     shutdown_signal: Box::new(ChannelShutdown(Mutex::new(Some(stop_rx)))),
                 });
             })
             .map_err(|e| StartError::Http(e.to_string()))?;
-        let gateway = ready_rx
+        let live = ready_rx
             .await
             .map_err(|_| StartError::Http("the gateway thread stopped during start-up".into()))??;
-        let addr = gateway.config.server.listen;
+        let addr = live.current().config.server.listen;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // Wait for the condition itself (the port accepts), not for a fixed time.
         while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -285,19 +297,27 @@ impl GatewayHandle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(GatewayHandle {
-            gateway,
+            live,
             shutdown: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    /// The gateway currently serving (a snapshot: a reload swaps in a new one).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.current()
+    }
+
+    /// Reloads the config file given to [`start_with_file`](Self::start_with_file).
+    pub async fn reload(&self) -> Result<(), crate::reload::ReloadError> {
+        let live = self.live.clone();
+        // Reload builds pools on the gateway's runtime; run it there.
+        live.reload().await
     }
 
     /// The gateway's public URL.
-    pub fn url(&self) -> &str {
-        &self.gateway.config.server.public_url
+    pub fn url(&self) -> String {
+        self.live.current().config.server.public_url.clone()
     }
 
     /// Stops pingora and waits for its thread to finish (same as `shutdown`; named for

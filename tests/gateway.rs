@@ -372,13 +372,13 @@ async fn secrets_rotate_old_cookies_open_new_ones_use_the_new_key() {
         redirect_uri: s2.callback(),
     });
     let gw2 = s2.start().await;
-    let mut b2 = Browser::new(gw2.url());
+    let mut b2 = Browser::new(&gw2.url());
     b2.jar.set(SESSION, &old_cookie);
     let r = b2.xhr("/x").await;
     assert_eq!(r.status, StatusCode::OK, "the previous key still opens");
     assert_eq!(echoed(&r.json(), "x-loopwise-user"), Some("ada"));
 
-    let mut fresh = Browser::new(gw2.url());
+    let mut fresh = Browser::new(&gw2.url());
     fresh.login("/", rig.em.url(), "grace").await;
     let new_cookie = fresh.jar.get(SESSION).unwrap().value.clone();
     assert_ne!(
@@ -679,7 +679,7 @@ async fn dynamic_registration_is_persisted_and_reused() {
     assert_eq!(stored["issuer"], em.url());
     let client_id = stored["client_id"].as_str().unwrap().to_string();
     // The registered client really works: a full login.
-    let mut b = Browser::new(gw.url());
+    let mut b = Browser::new(&gw.url());
     let start = b.navigate("/").await;
     assert_eq!(
         query_param(&start.location(), "client_id"),

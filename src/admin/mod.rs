@@ -14,6 +14,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::gateway::Gateway;
+use crate::reload::Live;
 
 /// Why the gateway is not ready, if it is not (empty: ready).
 pub fn readiness(gw: &Gateway) -> Vec<String> {
@@ -47,7 +48,8 @@ pub fn render_metrics(gw: &Gateway) -> String {
     m.render()
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(live): State<Arc<Live>>) -> Response {
+    let gw = live.current();
     // moka counts lazily; settle pending bookkeeping so the entry gauge is current.
     gw.token_cache().sync().await;
     (
@@ -64,7 +66,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+async fn readyz(State(live): State<Arc<Live>>) -> Response {
+    let gw = live.current();
     let reasons = readiness(&gw);
     if reasons.is_empty() {
         (
@@ -78,23 +81,29 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(gw)
+        .with_state(live)
 }
 
-/// Runs the admin router on the listener bound at start-up, inside pingora.
+/// Runs inside pingora: the admin router on the listener bound at start-up, the backend
+/// pools of the current config, and (for `loopgate run`) reload on `SIGHUP`.
 pub struct AdminService {
-    pub gateway: Arc<Gateway>,
+    pub live: Arc<Live>,
     pub listener: Mutex<Option<std::net::TcpListener>>,
+    pub reload_on_sighup: bool,
 }
 
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.live.start_pools();
+        if self.reload_on_sighup {
+            tokio::spawn(self.live.clone().reload_on_sighup());
+        }
         let Some(std_listener) = self
             .listener
             .lock()
@@ -113,14 +122,14 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
-        let gw = self.gateway.clone();
+        let gw = self.live.current();
         // Readiness turns false as soon as a graceful shutdown starts; the listener keeps
         // answering (503 on /readyz) until the process is gone.
         tokio::spawn(async move {
             let _ = shutdown.changed().await;
             gw.draining.store(true, Ordering::Relaxed);
         });
-        if let Err(e) = axum::serve(listener, router(self.gateway.clone())).await {
+        if let Err(e) = axum::serve(listener, router(self.live.clone())).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     }

@@ -113,7 +113,7 @@ impl ServerConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoopwiseConfig {
     pub issuer: String,
     pub client_id: Option<String>,

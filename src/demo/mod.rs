@@ -76,7 +76,7 @@ impl Demo {
         })
     }
 
-    pub fn url(&self) -> &str {
+    pub fn url(&self) -> String {
         self.gateway.url()
     }
 

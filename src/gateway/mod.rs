@@ -113,7 +113,7 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub loopwise: LoopwiseClient,
-    pub clock: Clock,
+    pub clock: Arc<Clock>,
     session_keys: Keyring,
     login_keys: Keyring,
     store: Arc<dyn SessionStore>,
@@ -122,12 +122,12 @@ pub struct Gateway {
     consumed_states: moka::sync::Cache<[u8; 32], ()>,
     /// The session cookie's name without `__Host-` (login cookies derive from it).
     cookie_base: String,
-    refresher: Refresher,
-    token_cache: TokenCache,
+    refresher: Arc<Refresher>,
+    token_cache: Arc<TokenCache>,
     validation: Mode,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set when a graceful shutdown starts: `/readyz` turns 503.
-    pub draining: std::sync::atomic::AtomicBool,
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The admin listener, bound at start-up and handed to the admin service.
     admin_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
@@ -167,11 +167,15 @@ impl Gateway {
         let cache = &config.cache;
         Gateway {
             metrics,
-            draining: std::sync::atomic::AtomicBool::new(false),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             admin_listener: std::sync::Mutex::new(None),
             admin_addr: std::sync::OnceLock::new(),
-            refresher: Refresher::new(config.session.refresh_grace),
-            token_cache: TokenCache::new(cache.ttl, cache.negative_ttl, cache.max_entries),
+            refresher: Arc::new(Refresher::new(config.session.refresh_grace)),
+            token_cache: Arc::new(TokenCache::new(
+                cache.ttl,
+                cache.negative_ttl,
+                cache.max_entries,
+            )),
             validation,
             session_keys: Keyring::new(Purpose::SessionCookie, secrets),
             login_keys: Keyring::new(Purpose::LoginState, secrets),
@@ -183,7 +187,7 @@ impl Gateway {
             loopwise,
             store,
             cookie_base,
-            clock: Clock::default(),
+            clock: Arc::new(Clock::default()),
             config,
         }
     }
@@ -348,6 +352,32 @@ impl Gateway {
                 BearerAuth::Unavailable
             }
         }
+    }
+
+    /// A gateway for a reloaded config that keeps what must survive a reload: the clock,
+    /// metrics, drain flag, admin address and — so that no refresh token is ever spent
+    /// twice — the single-flight refresh memory. The token cache starts empty (validation
+    /// settings may have changed).
+    pub fn reloaded(
+        previous: &Gateway,
+        config: Arc<Config>,
+        routes: RouteTable,
+        loopwise: LoopwiseClient,
+    ) -> Gateway {
+        let mut g = Gateway::new(
+            config,
+            routes,
+            loopwise,
+            previous.store.clone(),
+            previous.metrics.clone(),
+        );
+        g.clock = previous.clock.clone();
+        g.draining = previous.draining.clone();
+        g.refresher = previous.refresher.clone();
+        if let Some(a) = previous.admin_addr() {
+            let _ = g.admin_addr.set(a);
+        }
+        g
     }
 
     pub fn set_admin_listener(&self, l: std::net::TcpListener) {

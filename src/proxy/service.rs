@@ -36,6 +36,9 @@ pub struct Ctx {
     retried: bool,
     upstream_started: Option<Instant>,
     upstream_status: u16,
+    /// The gateway snapshot this request uses from start to end (a reload may swap in
+    /// another for later requests).
+    gw: Option<Arc<Gateway>>,
     /// From the client's `X-Request-Id` when sane, else generated; sent upstream and logged.
     request_id: String,
 }
@@ -56,7 +59,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
 }
 
 pub struct LoopgateProxy {
-    pub gateway: Arc<Gateway>,
+    pub live: Arc<crate::reload::Live>,
 }
 
 /// Writes a gateway-made response: always with `Content-Length`, so the connection can be
@@ -99,9 +102,14 @@ fn idempotent(m: &http::Method) -> bool {
 }
 
 impl LoopgateProxy {
+    fn gw(&self, ctx: &Ctx) -> Arc<Gateway> {
+        ctx.gw.clone().unwrap_or_else(|| self.live.current())
+    }
+
     /// Decides what to do with a request; `Some(reply)` ends it here.
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
-        let gw = &self.gateway;
+        let gw = self.live.current();
+        ctx.gw = Some(gw.clone());
         let now = gw.clock.now();
         let req = session.req_header();
         ctx.request_id = request_id(&req.headers);
@@ -230,7 +238,7 @@ impl ProxyHttp for LoopgateProxy {
             ctx.tried.push(addr);
         }
         if let Some(route) = &ctx.route {
-            self.gateway
+            self.gw(ctx)
                 .metrics
                 .upstream_errors
                 .with_label_values(&[route.config.name.as_str(), "connect"])
@@ -249,7 +257,7 @@ impl ProxyHttp for LoopgateProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let gw = &self.gateway;
+        let gw = self.gw(ctx);
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
@@ -339,7 +347,7 @@ impl ProxyHttp for LoopgateProxy {
     ) -> Result<()> {
         ctx.upstream_status = resp.status.as_u16();
         if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started.take()) {
-            self.gateway
+            self.gw(ctx)
                 .metrics
                 .upstream_duration
                 .with_label_values(&[route.config.name.as_str()])
@@ -355,6 +363,7 @@ impl ProxyHttp for LoopgateProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // An upstream must not be able to overwrite the gateway's own cookies.
+        let gw = self.gw(ctx);
         let upstream_cookies: Vec<String> = resp
             .headers
             .get_all("set-cookie")
@@ -363,7 +372,7 @@ impl ProxyHttp for LoopgateProxy {
             .collect();
         let is_ours = |c: &String| {
             let name = c.split('=').next().unwrap_or("").trim();
-            self.gateway.is_our_cookie(name)
+            gw.is_our_cookie(name)
         };
         if upstream_cookies.iter().any(is_ours) {
             resp.remove_header("set-cookie");
@@ -432,7 +441,8 @@ impl ProxyHttp for LoopgateProxy {
             .as_ref()
             .map(|r| r.config.name.as_str())
             .unwrap_or("-");
-        let m = &self.gateway.metrics;
+        let gw = self.gw(ctx);
+        let m = &gw.metrics;
         m.requests
             .with_label_values(&[route, crate::metrics::status_class(status)])
             .inc();

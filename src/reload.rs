@@ -1,0 +1,128 @@
+//! The live gateway and its reload (`SIGHUP`): routes, policies, upstreams, session
+//! secrets and Loopwise settings swap atomically; a bad new config is refused, logged,
+//! and the old one keeps serving.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use pingora::services::background::BackgroundService;
+use tokio::sync::watch;
+
+use crate::config::{self, ConfigErrors};
+use crate::gateway::Gateway;
+use crate::proxy::routes::RouteTable;
+use crate::server::{loopwise_client, StartError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload from")]
+    NoConfigFile,
+    #[error("the new config is invalid:\n{0}")]
+    Config(ConfigErrors),
+    #[error("{0}")]
+    Start(#[from] StartError),
+}
+
+/// The gateway currently serving; each request takes one snapshot and keeps it.
+pub struct Live {
+    current: ArcSwap<Gateway>,
+    config_path: Option<PathBuf>,
+    /// Stops the previous generation's backend pool tasks (DNS refresh, health checks).
+    pools_stop: Mutex<Option<watch::Sender<bool>>>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    pub fn new(gateway: Gateway, config_path: Option<PathBuf>) -> Arc<Live> {
+        Arc::new(Live {
+            current: ArcSwap::from_pointee(gateway),
+            config_path,
+            pools_stop: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Runs the current generation's backend pools on this runtime, stopping the previous
+    /// generation's.
+    pub fn start_pools(&self) {
+        let (tx, rx) = watch::channel(false);
+        let previous = self
+            .pools_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(tx);
+        if let Some(old) = previous {
+            let _ = old.send(true);
+        }
+        for route in self.current().routes.iter() {
+            if let Some(pool) = route.pool.clone() {
+                let rx = rx.clone();
+                tokio::spawn(async move { pool.start(rx).await });
+            }
+        }
+    }
+
+    /// Re-reads the config file and swaps the gateway; on any error the old one stays.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let old = self.current();
+        let result = self.build_next(&old).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        old.metrics.config_reloads.with_label_values(&[label]).inc();
+        match result {
+            Ok(next) => {
+                let routes = next.routes.iter().count();
+                self.current.store(Arc::new(next));
+                self.start_pools();
+                tracing::info!(routes, "config reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the previous config keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_next(&self, old: &Gateway) -> Result<Gateway, ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoConfigFile)?;
+        let config = config::load(path).map_err(ReloadError::Config)?;
+        let s = &config.server;
+        let o = &old.config.server;
+        if s.listen != o.listen
+            || s.admin_listen != o.admin_listen
+            || s.threads != o.threads
+            || s.tls.is_some() != o.tls.is_some()
+        {
+            tracing::warn!("listen addresses, threads and TLS take effect only after a restart");
+        }
+        let loopwise =
+            if config.loopwise == old.config.loopwise && s.callback_url() == o.callback_url() {
+                old.loopwise.clone()
+            } else {
+                loopwise_client(&config, old.metrics.clone()).await?
+            };
+        let routes = RouteTable::build(&config.routes)
+            .await
+            .map_err(StartError::from)?;
+        Ok(Gateway::reloaded(old, Arc::new(config), routes, loopwise))
+    }
+
+    /// Reloads on every `SIGHUP` until the process ends.
+    pub async fn reload_on_sighup(self: Arc<Self>) {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = self.reload().await;
+        }
+    }
+}

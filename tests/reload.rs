@@ -1,0 +1,253 @@
+//! Change without downtime: reload swaps routes atomically under a steady request loop,
+//! a bad new config is refused and the old one keeps serving; a real `loopgate run`
+//! reloads on SIGHUP and drains on SIGTERM.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::gw::*;
+use common::{http, CLIENT};
+use loopgate::emulator::{ClientSpec, Emulator};
+use reqwest::StatusCode;
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "loopgate-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_routes_under_load_and_refuses_bad_configs() {
+    let echo = echo_upstream().await;
+    let em = Emulator::start(Default::default()).await.unwrap();
+    let mut setup = Setup::new(em.url(), echo.addr);
+    em.add_client(&ClientSpec {
+        id: CLIENT.into(),
+        secret: None,
+        redirect_uri: setup.callback(),
+    });
+    let dir = temp_dir("reload");
+    let path = dir.join("loopgate.toml");
+    std::fs::write(&path, setup.toml()).unwrap();
+    let cfg = loopgate::config::load(&path).unwrap();
+    let gw = loopgate::server::GatewayHandle::start_with_file(cfg, Some(path.clone()))
+        .await
+        .unwrap();
+    let base = gw.url();
+    let mut b = Browser::new(&base);
+    b.login("/", em.url(), "ada").await;
+    let cookie = b.jar.header_for("/");
+
+    // A steady loop: public and session requests, counting anything but 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut loops = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failed, base, cookie) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            base.clone(),
+            cookie.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            let client = http();
+            while !stop.load(Ordering::Relaxed) {
+                let req = if i % 2 == 0 {
+                    client.get(format!("{base}/public/x"))
+                } else {
+                    client
+                        .get(format!("{base}/app"))
+                        .header("cookie", &cookie)
+                        .header("accept", "application/json")
+                };
+                match req.send().await {
+                    Ok(r) if r.status() == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let wait_for = |n: usize| {
+        let ok = ok.clone();
+        async move {
+            let target = ok.load(Ordering::Relaxed) + n;
+            while ok.load(Ordering::Relaxed) < target {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(50).await;
+    assert_eq!(
+        http()
+            .get(format!("{base}/new/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "no /new route yet: the login route answers"
+    );
+
+    // A new route, and a rotated session secret (new first, old kept).
+    setup.extra = format!("\n[[routes]]\nname = \"new\"\npath = \"/new\"\nupstream = \"http://{}\"\nauth = \"public\"\n", echo.addr);
+    setup.secrets = vec![SECRET_B, SECRET_A];
+    std::fs::write(&path, setup.toml()).unwrap();
+    gw.reload().await.expect("valid config reloads");
+    wait_for(50).await;
+    assert_eq!(
+        http()
+            .get(format!("{base}/new/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "the new route is live"
+    );
+    assert_eq!(
+        b.xhr("/app").await.status,
+        StatusCode::OK,
+        "sessions survive a reload and a secret rotation"
+    );
+
+    // An invalid config is refused; the running one keeps serving.
+    std::fs::write(
+        &path,
+        setup.toml().replace("threads = 2", "threads = 2\ntypo = 1"),
+    )
+    .unwrap();
+    let err = gw.reload().await.expect_err("invalid config");
+    assert!(
+        err.to_string().contains("server.typo: unknown key"),
+        "{err}"
+    );
+    wait_for(50).await;
+    assert_eq!(
+        http()
+            .get(format!("{base}/new/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "zero failed requests across reloads ({} ok)",
+        ok.load(Ordering::Relaxed)
+    );
+    let admin = format!("http://{}", gw.gateway().admin_addr().unwrap());
+    let metrics = http()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("loopgate_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("loopgate_config_reloads_total{result=\"error\"} 1"));
+    gw.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopgate_run_reloads_on_sighup_and_exits_on_sigterm() {
+    let echo = echo_upstream().await;
+    let em = Emulator::start(Default::default()).await.unwrap();
+    let mut setup = Setup::new(em.url(), echo.addr);
+    em.add_client(&ClientSpec {
+        id: CLIENT.into(),
+        secret: None,
+        redirect_uri: setup.callback(),
+    });
+    let dir = temp_dir("sighup");
+    let path = dir.join("loopgate.toml");
+    std::fs::write(&path, setup.toml()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loopgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = setup.public_url.clone();
+    let up = async {
+        for _ in 0..200 {
+            if http().get(format!("{base}/public/x")).send().await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(up.await, "loopgate run did not come up");
+    assert_eq!(
+        http()
+            .get(format!("{base}/new/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    setup.extra = format!("\n[[routes]]\nname = \"new\"\npath = \"/new\"\nupstream = \"http://{}\"\nauth = \"public\"\n", echo.addr);
+    std::fs::write(&path, setup.toml()).unwrap();
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut reloaded = false;
+    for _ in 0..200 {
+        if http()
+            .get(format!("{base}/new/x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+        {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reloaded, "SIGHUP did not bring the new route");
+
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "exits within shutdown_grace"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
