@@ -31,6 +31,22 @@ pub struct Live {
     /// Stops the previous generation's backend pool tasks (DNS refresh, health checks).
     pools_stop: Mutex<Option<watch::Sender<bool>>>,
     reloading: tokio::sync::Mutex<()>,
+    /// The TLS listener's certificate, when TLS is on: reloads swap it.
+    pub tls: TlsSlot,
+}
+
+/// Where the listener's reloadable certificate is kept once the listener is built.
+#[derive(Default)]
+pub struct TlsSlot(std::sync::OnceLock<Arc<crate::proxy::certs::ReloadableCert>>);
+
+impl TlsSlot {
+    pub fn set(&self, r: Arc<crate::proxy::certs::ReloadableCert>) {
+        let _ = self.0.set(r);
+    }
+
+    fn get(&self) -> Option<&Arc<crate::proxy::certs::ReloadableCert>> {
+        self.0.get()
+    }
 }
 
 impl Live {
@@ -40,6 +56,7 @@ impl Live {
             config_path,
             pools_stop: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
+            tls: TlsSlot::default(),
         })
     }
 
@@ -110,6 +127,20 @@ impl Live {
         let routes = RouteTable::build(&config.routes)
             .await
             .map_err(StartError::from)?;
+        // Certificate files are re-read; the new pair is swapped in with the rest.
+        let cert = match (&config.server.tls, self.tls.get()) {
+            (Some(t), Some(_)) => Some(
+                crate::proxy::certs::load(
+                    &t.cert_file.to_string_lossy(),
+                    &t.key_file.to_string_lossy(),
+                )
+                .map_err(StartError::Tls)?,
+            ),
+            _ => None,
+        };
+        if let (Some(cert), Some(slot)) = (cert, self.tls.get()) {
+            slot.replace(cert);
+        }
         Ok(Gateway::reloaded(old, Arc::new(config), routes, loopwise))
     }
 

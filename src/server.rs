@@ -173,6 +173,8 @@ pub fn build_server(live: Arc<Live>, reload_on_sighup: bool) -> Result<Server, S
         }),
     ));
     let tls = gateway.config.server.tls.clone();
+    let live_tls = live.clone();
+    let tls_resolver = &live_tls.tls;
     let mut svc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         LoopgateProxy { live },
@@ -182,17 +184,14 @@ pub fn build_server(live: Arc<Live>, reload_on_sighup: bool) -> Result<Server, S
         // TLS on the listener, with HTTP/2 offered by ALPN.
         Some(t) => {
             let (cert, key) = (t.cert_file.to_string_lossy(), t.key_file.to_string_lossy());
-            // pingora panics in the listener task on unreadable files: check them first.
-            match pingora::tls::load_certs_and_key_files(&cert, &key) {
-                Ok(Some(_)) => {}
-                _ => {
-                    return Err(StartError::Tls(format!(
-                        "cannot load the certificate chain `{cert}` and private key `{key}` (PEM)"
-                    )))
-                }
-            }
+            // Checked here (pingora would panic in the listener task), and kept behind a
+            // resolver that a reload can swap.
+            let initial = crate::proxy::certs::load(&cert, &key).map_err(StartError::Tls)?;
+            let resolver = Arc::new(crate::proxy::certs::ReloadableCert::new(initial));
+            tls_resolver.set(resolver.clone());
             let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
                 .map_err(|e| StartError::Tls(e.to_string()))?;
+            settings.set_cert_resolver(resolver);
             settings.enable_h2();
             svc.add_tls_with_settings(&listen, None, settings);
         }

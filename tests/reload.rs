@@ -251,3 +251,65 @@ async fn loopgate_run_reloads_on_sighup_and_exits_on_sigterm() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_tls_certificate() {
+    let (a, b) = (test_pki(), test_pki());
+    let dir = temp_dir("tlsreload");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &a.leaf_pem).unwrap();
+    std::fs::write(&key, &a.key_pem).unwrap();
+    let echo = echo_upstream().await;
+    let em = Emulator::start(Default::default()).await.unwrap();
+    let mut setup = Setup::new(em.url(), echo.addr);
+    setup.public_url = format!("https://127.0.0.1:{}", setup.port);
+    setup.extra = format!(
+        "\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let path = dir.join("loopgate.toml");
+    std::fs::write(&path, setup.toml()).unwrap();
+    let gw = loopgate::server::GatewayHandle::start_with_file(
+        loopgate::config::load(&path).unwrap(),
+        Some(path.clone()),
+    )
+    .await
+    .unwrap();
+    let trusting = |pem: &str| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://127.0.0.1:{}/public/x", setup.port);
+    assert_eq!(
+        trusting(&a.ca_pem).get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert!(trusting(&b.ca_pem).get(&url).send().await.is_err());
+
+    std::fs::write(&cert, &b.leaf_pem).unwrap();
+    std::fs::write(&key, &b.key_pem).unwrap();
+    gw.reload().await.unwrap();
+    assert_eq!(
+        trusting(&b.ca_pem).get(&url).send().await.unwrap().status(),
+        StatusCode::OK,
+        "new certificate served"
+    );
+    assert!(
+        trusting(&a.ca_pem).get(&url).send().await.is_err(),
+        "old one gone"
+    );
+
+    // A broken certificate file is refused; the current one stays.
+    std::fs::write(&cert, "garbage").unwrap();
+    assert!(gw.reload().await.is_err());
+    assert_eq!(
+        trusting(&b.ca_pem).get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    gw.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

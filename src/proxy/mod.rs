@@ -1,6 +1,7 @@
 //! The proxy side: path normalisation, routing, header hygiene, responses, and the
 //! pingora glue.
 
+pub mod certs;
 pub mod forwarded;
 pub mod headers;
 pub mod path;
