@@ -24,15 +24,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway with a config file.
+    /// Run the gateway with a config file (SIGHUP reloads it, SIGTERM drains and exits).
+    #[command(
+        after_help = "Examples:\n  loopgate run --config /etc/loopgate/loopgate.toml\n  LOOPGATE_SESSION_SECRET=$(loopgate gen-secret) loopgate run -c loopgate.toml"
+    )]
     Run(ConfigArgs),
-    /// Validate a config file: exit 0, or 64 listing every problem by key path.
+    /// Validate a config file: exit 0 and print the route table, or 64 listing every
+    /// problem by key path.
+    #[command(
+        after_help = "Examples:\n  loopgate check --config /etc/loopgate/loopgate.toml\n  loopgate check config/loopgate.example.toml"
+    )]
     Check(ConfigArgs),
     /// Run the demo: emulator + sample app + gateway, on loopback, no config needed.
+    #[command(
+        after_help = "Examples:\n  loopgate demo                      # then open http://127.0.0.1:8080\n  loopgate demo --listen 127.0.0.1:9080 --access-token-ttl 90s"
+    )]
     Demo(DemoArgs),
     /// Run the Loopwise emulator: a strict local stand-in for a Loopwise school.
+    #[command(
+        after_help = "Examples:\n  loopgate emulator --listen 127.0.0.1:8081\n  loopgate emulator --client app=http://127.0.0.1:8080/oauth2/callback --auto-approve --auto-user grace\n  loopgate emulator --access-token-ttl 30s --client app:s3cret=https://gw.example/oauth2/callback"
+    )]
     Emulator(EmulatorArgs),
     /// Print a fresh session secret (base64 of 32 random bytes) for `session.secrets`.
+    #[command(
+        after_help = "Example:\n  echo \"LOOPGATE_SESSION_SECRET=$(loopgate gen-secret)\" >> /etc/loopgate/env"
+    )]
     GenSecret,
 }
 
