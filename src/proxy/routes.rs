@@ -72,6 +72,23 @@ impl ServiceDiscovery for DnsDiscovery {
     }
 }
 
+/// Logs backends going up or down (the metric gauge is read at scrape time).
+struct HealthLog {
+    route: String,
+}
+
+#[async_trait]
+impl pingora::lb::health_check::HealthObserve for HealthLog {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        let backend = target.addr.to_string();
+        if healthy {
+            tracing::info!(route = %self.route, backend, "backend up");
+        } else {
+            tracing::warn!(route = %self.route, backend, "backend down");
+        }
+    }
+}
+
 /// A route ready to serve.
 pub struct Route {
     pub config: RouteConfig,
@@ -162,6 +179,9 @@ pub async fn build_route(index: usize, c: &RouteConfig) -> Result<Route, Resolve
         hc.peer_template.options.connection_timeout = Some(h.timeout);
         hc.peer_template.options.read_timeout = Some(h.timeout);
         hc.peer_template.options.ca = ca.clone();
+        hc.health_changed_callback = Some(Box::new(HealthLog {
+            route: c.name.clone(),
+        }));
         lb.set_health_check(Box::new(hc));
         lb.health_check_frequency = Some(h.interval);
         lb.parallel_health_check = true;
