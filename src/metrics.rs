@@ -96,7 +96,7 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(refresh_coalesced.clone()))
             .expect("unique metric");
-        Metrics {
+        let m = Metrics {
             requests: counter(
                 &r,
                 "requests_total",
@@ -167,7 +167,18 @@ impl Metrics {
                 &["result"],
             ),
             registry: r,
+        };
+        // Series that alerts use exist from the start (at 0), so a first failure is a rise.
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
         }
+        for result in ["ok", "invalid_grant", "transient_error"] {
+            m.refresh.with_label_values(&[result]);
+        }
+        for result in ["hit", "miss", "negative_hit", "error"] {
+            m.token_cache_requests.with_label_values(&[result]);
+        }
+        m
     }
 
     /// The Prometheus text exposition of every metric.

@@ -127,7 +127,7 @@ async fn metrics_count_requests_logins_refreshes_and_cache_lookups() {
     assert_eq!(metric(&text, "loopgate_build_info{version=\""), 1.0);
     assert!(text.contains("loopgate_backend_healthy{backend="));
     assert!(
-        text.contains("process_resident_memory_bytes"),
+        text.contains("\nloopgate_process_resident_memory_bytes "),
         "process collector"
     );
     // Bounded labels: never a raw path, a user or a token.
