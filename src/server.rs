@@ -150,8 +150,10 @@ async fn discover_with_retry(
 fn pingora_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_grace.as_secs()),
+        // On SIGTERM pingora stops accepting and lets in-flight requests run for the grace
+        // period (readiness is already false), then stops the runtimes.
+        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
     }
 }

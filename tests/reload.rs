@@ -13,6 +13,24 @@ use common::{http, CLIENT};
 use loopgate::emulator::{ClientSpec, Emulator};
 use reqwest::StatusCode;
 
+/// An upstream whose `/slow/...` answers after one second, reporting when a request starts.
+async fn slow_upstream() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(8);
+    let app = axum::Router::new().fallback(axum::routing::any(move || {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(()).await;
+            // The upstream's own work time, so the request is in flight during SIGTERM.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            "done"
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, rx)
+}
+
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "loopgate-{tag}-{}-{}",
@@ -170,10 +188,14 @@ async fn reload_swaps_routes_under_load_and_refuses_bad_configs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loopgate_run_reloads_on_sighup_and_exits_on_sigterm() {
+async fn loopgate_run_reloads_on_sighup_and_drains_on_sigterm() {
     let echo = echo_upstream().await;
+    let (slow, mut slow_started) = slow_upstream().await;
     let em = Emulator::start(Default::default()).await.unwrap();
     let mut setup = Setup::new(em.url(), echo.addr);
+    setup.server_extra = "shutdown_grace = \"3s\"".into();
+    setup.extra = format!("\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\nupstream = \"http://{slow}\"\nauth = \"public\"\n");
+    let slow_route = setup.extra.clone();
     em.add_client(&ClientSpec {
         id: CLIENT.into(),
         secret: None,
@@ -209,7 +231,7 @@ async fn loopgate_run_reloads_on_sighup_and_exits_on_sigterm() {
         StatusCode::UNAUTHORIZED
     );
 
-    setup.extra = format!("\n[[routes]]\nname = \"new\"\npath = \"/new\"\nupstream = \"http://{}\"\nauth = \"public\"\n", echo.addr);
+    setup.extra = format!("{slow_route}\n[[routes]]\nname = \"new\"\npath = \"/new\"\nupstream = \"http://{}\"\nauth = \"public\"\n", echo.addr);
     std::fs::write(&path, setup.toml()).unwrap();
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
@@ -234,20 +256,33 @@ async fn loopgate_run_reloads_on_sighup_and_exits_on_sigterm() {
     }
     assert!(reloaded, "SIGHUP did not bring the new route");
 
+    // A request in flight when SIGTERM arrives still completes.
+    let in_flight = tokio::spawn({
+        let url = format!("{base}/slow/x");
+        async move { http().get(url).send().await.map(|r| r.status()) }
+    });
+    slow_started
+        .recv()
+        .await
+        .expect("the slow request reached its upstream");
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
     let started = std::time::Instant::now();
+    assert_eq!(
+        in_flight.await.unwrap().expect("completed, not cut"),
+        StatusCode::OK
+    );
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "exits within shutdown_grace"
+        started.elapsed() < Duration::from_secs(10),
+        "exits after shutdown_grace (3 s)"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
