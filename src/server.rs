@@ -321,12 +321,6 @@ impl GatewayHandle {
         self.live.current().config.server.public_url.clone()
     }
 
-    /// Stops pingora and waits for its thread to finish (same as `shutdown`; named for
-    /// tests that read logs afterwards).
-    pub async fn shutdown_and_flush(self) {
-        self.shutdown().await
-    }
-
     /// Stops pingora and waits for its thread to finish.
     pub async fn shutdown(mut self) {
         self.stop();
