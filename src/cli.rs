@@ -24,11 +24,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway with a config file (SIGHUP reloads it, SIGTERM drains and exits).
+    /// Run the gateway with a config file (SIGHUP reloads it, SIGTERM drains and exits,
+    /// SIGUSR2 upgrades to the binary now at the same path without dropping connections).
     #[command(
-        after_help = "Examples:\n  loopgate run --config /etc/loopgate/loopgate.toml\n  LOOPGATE_SESSION_SECRET=$(loopgate gen-secret) loopgate run -c loopgate.toml"
+        after_help = "Examples:\n  loopgate run --config /etc/loopgate/loopgate.toml\n  LOOPGATE_SESSION_SECRET=$(loopgate gen-secret) loopgate run -c loopgate.toml\n  loopgate run --daemon -c /etc/loopgate/loopgate.toml     # systemd Type=forking\n\nGraceful binary upgrade, by hand (what SIGUSR2 does for you):\n  loopgate run --upgrade -c loopgate.toml &   # waits on server.upgrade_sock\n  kill -QUIT <old pid>                        # old hands its sockets over, then drains"
     )]
-    Run(ConfigArgs),
+    Run(RunArgs),
     /// Validate a config file: exit 0 and print the route table, or 64 listing every
     /// problem by key path.
     #[command(
@@ -50,6 +51,19 @@ pub enum Command {
         after_help = "Example:\n  echo \"LOOPGATE_SESSION_SECRET=$(loopgate gen-secret)\" >> /etc/loopgate/env"
     )]
     GenSecret,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Take the listening sockets over from the running Loopgate through
+    /// `server.upgrade_sock`; send that process SIGQUIT within 5 s.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Fork into the background once ready and write `server.pid_file`.
+    #[arg(long)]
+    pub daemon: bool,
 }
 
 #[derive(Debug, Args)]
@@ -240,7 +254,8 @@ pub fn route_table(c: &crate::config::Config) -> String {
     out
 }
 
-fn run_gateway(args: &ConfigArgs) -> ExitCode {
+fn run_gateway(run: &RunArgs) -> ExitCode {
+    let args = &run.config;
     let config = match load(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -250,7 +265,11 @@ fn run_gateway(args: &ConfigArgs) -> ExitCode {
         .path()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
-    match crate::server::run_blocking(config, path) {
+    let mode = crate::server::RunMode {
+        upgrade: run.upgrade,
+        daemon: run.daemon,
+    };
+    match crate::server::run_blocking(config, path, mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loopgate: {e}");

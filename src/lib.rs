@@ -12,6 +12,7 @@ pub mod duration;
 pub mod emulator;
 pub mod gateway;
 pub mod html;
+pub mod lifecycle;
 pub mod logging;
 pub mod login;
 pub mod metrics;

@@ -40,6 +40,8 @@ pub enum StartError {
     NotListening(SocketAddr),
     #[error("server.tls: {0}")]
     Tls(String),
+    #[error("graceful upgrade: {0}")]
+    Upgrade(String),
 }
 
 fn unix_now() -> u64 {
@@ -53,20 +55,30 @@ fn unix_now() -> u64 {
 /// Runs on a short-lived runtime with its own HTTP client; the request-path client is a
 /// different one, so no connection outlives the runtime that opened it.
 pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
-    // Fail early and clearly if the port is taken (pingora would panic in a task).
-    std::net::TcpListener::bind(config.server.listen).map_err(|source| StartError::Bind {
-        addr: config.server.listen,
-        source,
-    })?;
+    prepare_with(config, false).await
+}
+
+/// [`prepare`], for a process that takes its listening sockets over from a running one
+/// (`--upgrade`): those addresses are in use by design, so they are not probed.
+pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, StartError> {
+    if !upgrade {
+        // Fail early and clearly if a port is taken (pingora would panic in a task).
+        for addr in [config.server.listen, config.server.admin_listen] {
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| StartError::Bind { addr, source })?;
+        }
+    } else if let Some(dir) = config.server.upgrade_sock.parent() {
+        if !dir.is_dir() {
+            return Err(StartError::Upgrade(format!(
+                "server.upgrade_sock: directory `{}` does not exist",
+                dir.display()
+            )));
+        }
+    }
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let loopwise = loopwise_client(&config, metrics.clone()).await?;
     let routes = RouteTable::build(&config.routes).await?;
-    let admin = std::net::TcpListener::bind(config.server.admin_listen).map_err(|source| {
-        StartError::Bind {
-            addr: config.server.admin_listen,
-            source,
-        }
-    })?;
+    let admin = config.server.admin_listen;
     let gateway = Gateway::new(
         Arc::new(config),
         routes,
@@ -74,7 +86,7 @@ pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
         Arc::new(CookieStore),
         metrics,
     );
-    gateway.set_admin_listener(admin);
+    gateway.set_admin_addr(admin);
     Ok(gateway)
 }
 
@@ -147,9 +159,14 @@ async fn discover_with_retry(
     }
 }
 
-fn pingora_conf(config: &Config) -> ServerConf {
+fn pingora_conf(config: &Config, mode: &RunMode) -> ServerConf {
     ServerConf {
         threads: config.server.threads,
+        daemon: mode.daemon,
+        pid_file: config.server.pid_file.to_string_lossy().into_owned(),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        // A daemon stays where it was started, so relative paths keep meaning the same.
+        working_directory: std::env::current_dir().ok(),
         // On SIGTERM pingora stops accepting and lets in-flight requests run for the grace
         // period (readiness is already false), then stops the runtimes.
         grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
@@ -158,21 +175,43 @@ fn pingora_conf(config: &Config) -> ServerConf {
     }
 }
 
+/// How `loopgate run` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct RunMode {
+    /// Take the listening sockets over from a running Loopgate (`--upgrade`).
+    pub upgrade: bool,
+    /// Fork into the background and write `server.pid_file` (`--daemon`).
+    pub daemon: bool,
+}
+
 /// Builds the pingora server for the live gateway.
-pub fn build_server(live: Arc<Live>, reload_on_sighup: bool) -> Result<Server, StartError> {
+pub fn build_server(
+    live: Arc<Live>,
+    reload_on_sighup: bool,
+    mode: &RunMode,
+) -> Result<Server, StartError> {
     let gateway = live.current();
-    let conf = pingora_conf(&gateway.config);
+    let conf = pingora_conf(&gateway.config, mode);
     let listen = gateway.config.server.listen.to_string();
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: mode.upgrade,
+        daemon: mode.daemon,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With --upgrade, this receives the listening sockets from the old process.
     server.bootstrap();
-    // The admin listener, the backend pools (DNS refresh, health checks) and SIGHUP.
+    // The backend pools (DNS refresh, health checks) and SIGHUP.
     server.add_service(pingora::services::background::GenBackgroundService::new(
-        "admin".into(),
-        Arc::new(crate::admin::AdminService {
+        "pools".into(),
+        Arc::new(crate::admin::PoolsService {
             live: live.clone(),
-            listener: std::sync::Mutex::new(gateway.take_admin_listener()),
             reload_on_sighup,
         }),
+    ));
+    server.add_service(crate::admin::service(
+        live.clone(),
+        &gateway.config.server.admin_listen.to_string(),
     ));
     let tls = gateway.config.server.tls.clone();
     let live_tls = live.clone();
@@ -203,20 +242,38 @@ pub fn build_server(live: Arc<Live>, reload_on_sighup: bool) -> Result<Server, S
     Ok(server)
 }
 
-/// Runs the gateway until SIGTERM/SIGINT (graceful), reloading `config_path` on SIGHUP —
-/// the `loopgate run` path.
-pub fn run_blocking(config: Config, config_path: std::path::PathBuf) -> Result<(), StartError> {
+/// Runs the gateway until a signal ends it (see [`crate::lifecycle`]), reloading
+/// `config_path` on SIGHUP — the `loopgate run` path.
+pub fn run_blocking(
+    config: Config,
+    config_path: std::path::PathBuf,
+    mode: RunMode,
+) -> Result<(), StartError> {
+    let successor = crate::lifecycle::Successor {
+        // Resolved now: once an upgrade replaces the file, this path is the new binary.
+        exe: std::env::current_exe().map_err(|e| StartError::Upgrade(e.to_string()))?,
+        args: std::env::args_os().skip(1).collect(),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
-    let gateway = rt.block_on(prepare(config))?;
+    let gateway = rt.block_on(prepare_with(config, mode.upgrade))?;
     drop(rt);
     let addr = gateway.config.server.listen;
     let public = gateway.config.server.public_url.clone();
-    let server = build_server(Live::new(gateway, Some(config_path)), true)?;
-    tracing::info!(listen = %addr, public_url = %public, "Loopgate gateway starting");
-    server.run(RunArgs::default());
+    let shutdown_delay = gateway.config.server.shutdown_delay;
+    let live = Live::new(gateway, Some(config_path));
+    let server = build_server(live.clone(), true, &mode)?;
+    tracing::info!(listen = %addr, public_url = %public, upgrade = mode.upgrade, daemon = mode.daemon, pid = std::process::id(), "Loopgate gateway starting");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::lifecycle::Signals {
+            live,
+            shutdown_delay,
+            successor,
+        }),
+    });
     Ok(())
 }
 
@@ -272,7 +329,7 @@ impl GatewayHandle {
                         return;
                     }
                 };
-                let server = match build_server(live.clone(), false) {
+                let server = match build_server(live.clone(), false, &RunMode::default()) {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

@@ -2,16 +2,15 @@
 //! (Prometheus text), `/healthz` (alive) and `/readyz` (ready to take traffic, or why not).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use http::{header, Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
 
 use crate::gateway::Gateway;
 use crate::reload::Live;
@@ -48,89 +47,109 @@ pub fn render_metrics(gw: &Gateway) -> String {
     m.render()
 }
 
-async fn metrics(State(live): State<Arc<Live>>) -> Response {
-    let gw = live.current();
-    // moka counts lazily; settle pending bookkeeping so the entry gauge is current.
-    gw.token_cache().sync().await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render_metrics(&gw),
-    )
-        .into_response()
+/// Serves `/metrics`, `/healthz` and `/readyz`. A pingora listening service, so a graceful
+/// binary upgrade hands its socket to the new process along with the proxy's.
+pub struct AdminApp {
+    pub live: Arc<Live>,
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(live): State<Arc<Live>>) -> Response {
-    let gw = live.current();
-    let reasons = readiness(&gw);
-    if reasons.is_empty() {
-        (
-            StatusCode::OK,
-            "ready\nloopwise metadata: loaded\nsession store: reachable\n",
-        )
-            .into_response()
-    } else {
-        let body = format!("not ready\n{}\n", reasons.join("\n"));
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+impl AdminApp {
+    /// The reply for one admin request: pure routing over the live gateway.
+    pub async fn reply(&self, method: &Method, path: &str) -> (StatusCode, &'static str, String) {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if method != Method::GET && method != Method::HEAD {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                TEXT,
+                "only GET and HEAD\n".into(),
+            );
+        }
+        let gw = self.live.current();
+        match path {
+            "/metrics" => {
+                // moka counts lazily; settle pending bookkeeping so the entry gauge is current.
+                gw.token_cache().sync().await;
+                (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    render_metrics(&gw),
+                )
+            }
+            "/healthz" => (
+                StatusCode::OK,
+                TEXT,
+                format!("ok\npid {}\n", std::process::id()),
+            ),
+            "/readyz" => {
+                let reasons = readiness(&gw);
+                if reasons.is_empty() {
+                    (
+                        StatusCode::OK,
+                        TEXT,
+                        "ready\nloopwise metadata: loaded\nsession store: reachable\n".into(),
+                    )
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        TEXT,
+                        format!("not ready\n{}\n", reasons.join("\n")),
+                    )
+                }
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "not found: try /metrics, /healthz or /readyz\n".into(),
+            ),
+        }
     }
 }
 
-pub fn router(live: Arc<Live>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(live)
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        let (status, content_type, body) = self.reply(&method, &path).await;
+        let body = if method == Method::HEAD {
+            Vec::new()
+        } else {
+            body.into_bytes()
+        };
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, body.len())
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(body)
+            .unwrap_or_default()
+    }
 }
 
-/// Runs inside pingora: the admin router on the listener bound at start-up, the backend
-/// pools of the current config, and (for `loopgate run`) reload on `SIGHUP`.
-pub struct AdminService {
+/// The admin listener as a pingora service on `server.admin_listen`.
+pub fn service(live: Arc<Live>, listen: &str) -> Service<AdminApp> {
+    let mut svc = Service::new("admin".into(), AdminApp { live });
+    svc.add_tcp(listen);
+    // Scrapes and probes are light; one thread keeps them off the proxy's runtimes.
+    svc.threads = Some(1);
+    svc
+}
+
+/// Runs inside pingora: the backend pools of the current config and (for `loopgate run`)
+/// reload on `SIGHUP`.
+pub struct PoolsService {
     pub live: Arc<Live>,
-    pub listener: Mutex<Option<std::net::TcpListener>>,
     pub reload_on_sighup: bool,
 }
 
 #[async_trait]
-impl BackgroundService for AdminService {
+impl BackgroundService for PoolsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.live.start_pools();
         if self.reload_on_sighup {
             tokio::spawn(self.live.clone().reload_on_sighup());
         }
-        let Some(std_listener) = self
-            .listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        let listener = match std_listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "admin listener unusable");
-                return;
-            }
-        };
-        let gw = self.live.current();
-        // Readiness turns false as soon as a graceful shutdown starts; the listener keeps
-        // answering (503 on /readyz) until the process is gone.
-        tokio::spawn(async move {
-            let _ = shutdown.changed().await;
-            gw.draining.store(true, Ordering::Relaxed);
-        });
-        if let Err(e) = axum::serve(listener, router(self.live.clone())).await {
-            tracing::error!(error = %e, "admin listener stopped");
-        }
+        // The spawned tasks live on this service's runtime; keep it until shutdown.
+        let _ = shutdown.changed().await;
     }
 }

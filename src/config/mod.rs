@@ -82,6 +82,13 @@ pub struct ServerConfig {
     pub prefix: String,
     pub threads: usize,
     pub shutdown_grace: Duration,
+    /// On SIGTERM, how long `/readyz` says 503 while the listeners still accept, so load
+    /// balancers stop sending before they are closed.
+    pub shutdown_delay: Duration,
+    /// The Unix socket a graceful binary upgrade hands the listening sockets over.
+    pub upgrade_sock: PathBuf,
+    /// Written by `loopgate run --daemon` (systemd `Type=forking` + `PIDFile=`).
+    pub pid_file: PathBuf,
     /// Proxies whose `X-Forwarded-*` headers are believed (none by default).
     pub trusted_proxies: Trusted,
     /// TLS (and HTTP/2) on the proxy listener.
@@ -304,6 +311,15 @@ impl Validator<'_> {
         }
     }
 
+    /// Like [`duration`](Self::duration), where zero means "none".
+    fn duration_or_zero(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let value = value.unwrap_or(default);
+        crate::duration::parse(value).unwrap_or_else(|e| {
+            self.err(key, e.to_string());
+            Duration::ZERO
+        })
+    }
+
     fn path(&mut self, key: &str, value: Option<&str>, must_exist: bool) -> Option<PathBuf> {
         let p = self.base_dir.join(value?);
         if must_exist && !p.is_file() {
@@ -412,6 +428,34 @@ impl Validator<'_> {
             raw.shutdown_grace.as_deref(),
             "20s",
         );
+        let shutdown_delay =
+            self.duration_or_zero("server.shutdown_delay", raw.shutdown_delay.as_deref(), "0s");
+        let upgrade_sock = self
+            .path(
+                "server.upgrade_sock",
+                Some(
+                    raw.upgrade_sock
+                        .as_deref()
+                        .unwrap_or("/tmp/loopgate-upgrade.sock"),
+                ),
+                false,
+            )
+            .unwrap_or_default();
+        // sockaddr_un holds 108 bytes including the terminating NUL.
+        if upgrade_sock.as_os_str().len() > 107 {
+            self.invalid(
+                "server.upgrade_sock",
+                &upgrade_sock.display().to_string(),
+                "a Unix socket path must be at most 107 bytes",
+            );
+        }
+        let pid_file = self
+            .path(
+                "server.pid_file",
+                Some(raw.pid_file.as_deref().unwrap_or("/tmp/loopgate.pid")),
+                false,
+            )
+            .unwrap_or_default();
         let admin_s = raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9090".into());
         let admin_listen = match admin_s.parse::<SocketAddr>() {
             Ok(a) => a,
@@ -461,6 +505,9 @@ impl Validator<'_> {
             prefix,
             threads,
             shutdown_grace,
+            shutdown_delay,
+            upgrade_sock,
+            pid_file,
             trusted_proxies: Trusted(trusted),
             tls,
             admin_listen,

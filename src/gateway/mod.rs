@@ -129,7 +129,6 @@ pub struct Gateway {
     /// Set when a graceful shutdown starts: `/readyz` turns 503.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The admin listener, bound at start-up and handed to the admin service.
-    admin_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
@@ -168,7 +167,6 @@ impl Gateway {
         Gateway {
             metrics,
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            admin_listener: std::sync::Mutex::new(None),
             admin_addr: std::sync::OnceLock::new(),
             refresher: Arc::new(Refresher::new(config.session.refresh_grace)),
             token_cache: Arc::new(TokenCache::new(
@@ -380,21 +378,9 @@ impl Gateway {
         g
     }
 
-    pub fn set_admin_listener(&self, l: std::net::TcpListener) {
-        if let Ok(addr) = l.local_addr() {
-            let _ = self.admin_addr.set(addr);
-        }
-        *self
-            .admin_listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(l);
-    }
-
-    pub fn take_admin_listener(&self) -> Option<std::net::TcpListener> {
-        self.admin_listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    /// Records where the admin listener serves (tests and logs read it back).
+    pub fn set_admin_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.admin_addr.set(addr);
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served.

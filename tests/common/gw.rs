@@ -74,6 +74,8 @@ pub fn echoed<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
 /// Options for one gateway under test.
 pub struct Setup {
     pub port: u16,
+    /// The admin listener's port (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_port: u16,
     pub public_url: String,
     pub secrets: Vec<&'static str>,
     pub client_id: Option<String>,
@@ -93,6 +95,7 @@ impl Setup {
         let port = free_port();
         Setup {
             port,
+            admin_port: free_port(),
             public_url: format!("http://127.0.0.1:{port}"),
             secrets: vec![SECRET_A],
             client_id: Some(super::CLIENT.into()),
@@ -126,7 +129,7 @@ impl Setup {
 listen = "127.0.0.1:{port}"
 public_url = "{public_url}"
 threads = 2
-admin_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin_port}"
 {server_extra}
 
 [loopwise]
@@ -169,6 +172,7 @@ auth = "api"
 {extra}
 "#,
             port = self.port,
+            admin_port = self.admin_port,
             public_url = self.public_url,
             issuer = self.issuer,
             secrets = secrets.join(", "),
