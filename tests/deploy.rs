@@ -665,8 +665,14 @@ fn container_kubernetes_and_systemd_files_agree_with_the_configs() {
         !kustomization.contains("secret.example"),
         "the example Secret must not be deployed by default"
     );
-    // The pod gets shutdown_grace plus the preStop pause before it is killed.
+    // The pod gets shutdown_delay (readiness off, still accepting) plus shutdown_grace
+    // (draining) before it is killed.
     let grace = seconds(&toml_str(&k8s, "server", "shutdown_grace"));
+    let delay = seconds(&toml_str(&k8s, "server", "shutdown_delay"));
+    assert!(
+        delay > 0,
+        "k8s needs a shutdown_delay for endpoint removal to propagate"
+    );
     let termination: u64 = deployment
         .lines()
         .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
@@ -675,8 +681,8 @@ fn container_kubernetes_and_systemd_files_agree_with_the_configs() {
         .parse()
         .unwrap();
     assert!(
-        termination > grace + 5,
-        "{termination} s vs shutdown_grace {grace} s"
+        termination > grace + delay + 2,
+        "{termination} s vs shutdown_delay {delay} s + shutdown_grace {grace} s"
     );
 
     // systemd stops the unit only after the longest shutdown_grace a shipped config uses.
@@ -694,7 +700,35 @@ fn container_kubernetes_and_systemd_files_agree_with_the_configs() {
         stop > grace,
         "TimeoutStopSec={stop} vs shutdown_grace {grace} s"
     );
+    // Type=forking follows the PID file the daemon writes; both default into
+    // $RUNTIME_DIRECTORY, which RuntimeDirectory= sets.
+    let pid_file = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("PIDFile="))
+        .expect("PIDFile=");
+    let runtime_dir = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RuntimeDirectory="))
+        .expect("RuntimeDirectory=");
+    let as_systemd = |k: &str| match k {
+        "RUNTIME_DIRECTORY" => Some(format!("/run/{runtime_dir}")),
+        _ => Some(SECRET_A.to_string()),
+    };
+    let cfg = loopgate::config::parse(
+        &read("config/loopgate.example.toml"),
+        Path::new("/etc/loopgate"),
+        &as_systemd,
+    )
+    .unwrap();
+    assert_eq!(cfg.server.pid_file, Path::new(pid_file));
+    assert!(cfg
+        .server
+        .upgrade_sock
+        .starts_with(format!("/run/{runtime_dir}")));
     for needle in [
+        "Type=forking",
+        "ExecStart=/usr/local/bin/loopgate run --daemon --config",
+        "--signal=SIGUSR2",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "NoNewPrivileges=yes",

@@ -430,14 +430,18 @@ impl Validator<'_> {
         );
         let shutdown_delay =
             self.duration_or_zero("server.shutdown_delay", raw.shutdown_delay.as_deref(), "0s");
+        // Under systemd with `RuntimeDirectory=`, the pid file and upgrade socket default
+        // into that directory (writable under `ProtectSystem=strict`, readable by systemd).
+        let runtime_dir = (self.env)("RUNTIME_DIRECTORY")
+            .and_then(|d| d.split(':').next().map(str::to_string))
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/tmp".into());
+        let default_sock = format!("{runtime_dir}/loopgate-upgrade.sock");
+        let default_pid = format!("{runtime_dir}/loopgate.pid");
         let upgrade_sock = self
             .path(
                 "server.upgrade_sock",
-                Some(
-                    raw.upgrade_sock
-                        .as_deref()
-                        .unwrap_or("/tmp/loopgate-upgrade.sock"),
-                ),
+                Some(raw.upgrade_sock.as_deref().unwrap_or(&default_sock)),
                 false,
             )
             .unwrap_or_default();
@@ -452,7 +456,7 @@ impl Validator<'_> {
         let pid_file = self
             .path(
                 "server.pid_file",
-                Some(raw.pid_file.as_deref().unwrap_or("/tmp/loopgate.pid")),
+                Some(raw.pid_file.as_deref().unwrap_or(&default_pid)),
                 false,
             )
             .unwrap_or_default();

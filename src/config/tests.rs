@@ -288,3 +288,42 @@ fn routes_tie_only_on_the_same_host_and_path() {
     assert_eq!(r.requirements.schools, ["4242", "17"]);
     assert_eq!(r.skip_auth_methods, [http::Method::OPTIONS]);
 }
+
+#[test]
+fn lifecycle_files_default_to_tmp_or_the_systemd_runtime_directory() {
+    let c = parse_str(MINIMAL).unwrap();
+    assert_eq!(c.server.shutdown_delay, Duration::ZERO);
+    assert_eq!(c.server.pid_file, Path::new("/tmp/loopgate.pid"));
+    assert_eq!(
+        c.server.upgrade_sock,
+        Path::new("/tmp/loopgate-upgrade.sock")
+    );
+    let systemd = |k: &str| match k {
+        "RUNTIME_DIRECTORY" => Some("/run/loopgate:/run/other".to_string()),
+        _ => env(k),
+    };
+    let c = parse(MINIMAL, Path::new("/etc/loopgate"), &systemd).unwrap();
+    assert_eq!(c.server.pid_file, Path::new("/run/loopgate/loopgate.pid"));
+    assert_eq!(
+        c.server.upgrade_sock,
+        Path::new("/run/loopgate/loopgate-upgrade.sock")
+    );
+    let text = MINIMAL.replace(
+        "[server]\n",
+        &format!(
+            "[server]\nshutdown_delay = \"5s\"\npid_file = \"run/lg.pid\"\nupgrade_sock = \"/{}\"\n",
+            "x".repeat(120)
+        ),
+    );
+    let errs = parse_str(&text).unwrap_err().to_string();
+    assert!(errs.contains("server.upgrade_sock"), "{errs}");
+    assert!(errs.contains("at most 107 bytes"), "{errs}");
+    let ok = MINIMAL.replace(
+        "[server]\n",
+        "[server]\nshutdown_delay = \"5s\"\npid_file = \"run/lg.pid\"\n",
+    );
+    let c = parse_str(&ok).unwrap();
+    assert_eq!(c.server.shutdown_delay, Duration::from_secs(5));
+    // Relative paths are relative to the config file, like every other path.
+    assert_eq!(c.server.pid_file, Path::new("/etc/loopgate/run/lg.pid"));
+}
