@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::oauth::client::Resolved;
 use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::service::LoopgateProxy;
@@ -76,7 +77,7 @@ pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, Star
         }
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let loopwise = loopwise_client(&config, metrics.clone()).await?;
+    let loopwise = loopwise_client_or_pending(&config, metrics.clone()).await?;
     let routes = RouteTable::build(&config.routes).await?;
     let admin = config.server.admin_listen;
     let gateway = Gateway::new(
@@ -90,26 +91,19 @@ pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, Star
     Ok(gateway)
 }
 
-/// Loopwise metadata, the client id (configured, or registered dynamically and stored),
-/// and a metered client for the request path. Uses a throw-away HTTP client for the
-/// start-up calls, so no pooled connection outlives the runtime that opened it.
-pub async fn loopwise_client(
-    config: &Config,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> Result<LoopwiseClient, StartError> {
+/// Loopwise metadata and the client id (configured, or registered dynamically and
+/// stored), fetched with `http`.
+async fn resolve(config: &Config, http: &dyn HttpClient) -> Result<Resolved, StartError> {
     let lw = &config.loopwise;
-    let startup_http =
-        ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?;
-    let metadata = discover_with_retry(&startup_http, &lw.issuer).await?;
-    let redirect_uri = config.server.callback_url();
+    let metadata = discover_with_retry(http, &lw.issuer).await?;
     let client_id = match &lw.client_id {
         Some(id) => id.clone(),
         None => {
             let r = registration::ensure(
-                &startup_http,
+                http,
                 &metadata,
                 &lw.client_name,
-                &redirect_uri,
+                &config.server.callback_url(),
                 &lw.registration_file,
                 unix_now(),
             )
@@ -118,19 +112,113 @@ pub async fn loopwise_client(
             r.client_id
         }
     };
-    let request_http: Arc<dyn HttpClient> = Arc::new(crate::oauth::metered::MeteredClient {
+    Ok(Resolved {
+        metadata,
+        client_id,
+    })
+}
+
+/// Whether a start-up failure may clear up by itself (Loopwise down or overloaded), as
+/// opposed to a configuration problem.
+fn transient(e: &StartError) -> bool {
+    let lw = match e {
+        StartError::Discovery { source, .. } => source,
+        StartError::Registration(registration::RegistrationError::Loopwise(e)) => e,
+        _ => return false,
+    };
+    matches!(
+        lw,
+        crate::oauth::LoopwiseError::Unreachable(_) | crate::oauth::LoopwiseError::Unavailable(_)
+    )
+}
+
+/// A throw-away HTTP client for discovery and registration, so no pooled connection
+/// outlives the runtime that opened it.
+fn startup_http(config: &Config) -> Result<ReqwestClient, StartError> {
+    let lw = &config.loopwise;
+    ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)
+}
+
+/// The metered client for the request path.
+fn request_http(
+    config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<Arc<dyn HttpClient>, StartError> {
+    let lw = &config.loopwise;
+    Ok(Arc::new(crate::oauth::metered::MeteredClient {
         inner: Arc::new(
             ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?,
         ),
         metrics,
-    });
+    }))
+}
+
+/// A Loopwise client with its metadata and client id loaded; fails if Loopwise cannot
+/// be reached (a reload keeps the running config then).
+pub async fn loopwise_client(
+    config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<LoopwiseClient, StartError> {
+    let resolved = resolve(config, &startup_http(config)?).await?;
     Ok(LoopwiseClient::new(
-        request_http,
-        metadata,
-        client_id,
-        lw.client_secret.clone(),
-        redirect_uri,
+        request_http(config, metrics)?,
+        resolved.metadata,
+        resolved.client_id,
+        config.loopwise.client_secret.clone(),
+        config.server.callback_url(),
     ))
+}
+
+/// Like [`loopwise_client`], but when Loopwise is unreachable the client starts pending
+/// (see [`resolve_in_background`]): sessions whose tokens are still valid keep working
+/// across a restart during a Loopwise outage, and `/readyz` says what is missing.
+pub async fn loopwise_client_or_pending(
+    config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<LoopwiseClient, StartError> {
+    match loopwise_client(config, metrics.clone()).await {
+        Ok(c) => Ok(c),
+        Err(e) if transient(&e) => {
+            tracing::warn!(error = %e, "starting without Loopwise metadata; retrying in the background (logins and refreshes get 503 until then)");
+            Ok(LoopwiseClient::pending(
+                request_http(config, metrics)?,
+                config.loopwise.issuer.clone(),
+                config.loopwise.client_secret.clone(),
+                config.server.callback_url(),
+                e.to_string(),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Retries discovery (and registration) for a pending client with backoff (1 s to 30 s)
+/// until it succeeds or fails for a reason only a config change can fix.
+pub async fn resolve_in_background(config: Arc<Config>, client: LoopwiseClient) {
+    let mut delay = Duration::from_secs(1);
+    while client.pending_reason().is_some() {
+        tokio::time::sleep(delay).await;
+        let outcome = match startup_http(&config) {
+            Ok(http) => resolve(&config, &http).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(r) => {
+                tracing::info!(issuer = %config.loopwise.issuer, client_id = %r.client_id, "Loopwise metadata loaded");
+                client.resolve(r);
+            }
+            Err(e) if transient(&e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "Loopwise metadata still not available");
+                client.set_pending_reason(e.to_string());
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load Loopwise metadata; fix the config and reload");
+                client.set_pending_reason(e.to_string());
+                return;
+            }
+        }
+    }
 }
 
 /// A few quick retries cover Loopwise (or the emulator) still starting up.

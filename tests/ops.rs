@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::gw::*;
 use common::{http, tokens_for};
+use loopgate::emulator::{ClientSpec, Emulator, EmulatorConfig};
 use reqwest::StatusCode;
 
 fn metric(text: &str, line_prefix: &str) -> f64 {
@@ -171,4 +172,79 @@ async fn readyz_is_ready_when_every_route_has_a_backend() {
     let r = http().get(format!("{admin}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().starts_with("ready"));
+}
+
+/// A restart during a Loopwise outage: the gateway starts anyway, keeps signed-in users
+/// whose tokens are valid, says why it is not ready, and catches up when Loopwise returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_during_a_loopwise_outage_and_catches_up() {
+    let Rig {
+        em,
+        echo: _,
+        setup,
+        gw,
+    } = rig().await;
+    let mut b = Browser::new(&setup.public_url);
+    b.login("/", em.url(), "ada").await;
+    assert_eq!(b.xhr("/x").await.status, StatusCode::OK);
+    gw.shutdown().await;
+    let em_addr = em.addr();
+    em.shutdown().await;
+
+    // Loopwise is down while the gateway starts (same config, same session secrets).
+    let gw = setup.start().await;
+    let admin = format!("http://127.0.0.1:{}", setup.admin_port);
+    let r = http().get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("loopwise metadata: not loaded"), "{body}");
+    assert_eq!(gw.gateway().validation_mode(), "pending");
+
+    // The signed-in user keeps working: the token in the cookie is still valid.
+    let r = b.xhr("/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(echoed(&r.json(), "x-loopwise-user"), Some("ada"));
+    // A new visitor cannot sign in yet, and hears why (no 500).
+    let mut newcomer = Browser::new(&setup.public_url);
+    let r = newcomer.navigate("/").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.body.contains("Loopwise is unreachable"), "{}", r.body);
+    let r = http()
+        .get(format!("{}/api/y", setup.public_url))
+        .bearer_auth("some-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Loopwise comes back at the same address: the gateway loads the metadata by itself.
+    let em = Emulator::start(EmulatorConfig {
+        listen: em_addr,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    em.add_client(&ClientSpec {
+        id: common::CLIENT.into(),
+        secret: None,
+        redirect_uri: setup.callback(),
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = http().get(format!("{admin}/readyz")).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never loaded the metadata: {}",
+            r.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gw.gateway().validation_mode(), "userinfo");
+    newcomer.login("/", em.url(), "grace").await;
+    let r = newcomer.xhr("/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(echoed(&r.json(), "x-loopwise-user"), Some("grace"));
 }

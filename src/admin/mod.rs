@@ -21,6 +21,9 @@ pub fn readiness(gw: &Gateway) -> Vec<String> {
     if gw.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_string());
     }
+    if let Some(why) = gw.loopwise.pending_reason() {
+        reasons.push(format!("loopwise metadata: not loaded ({why})"));
+    }
     for route in gw.routes.iter() {
         if route.pool.is_some() {
             let backends = route.backends();
@@ -135,8 +138,9 @@ pub fn service(live: Arc<Live>, listen: &str) -> Service<AdminApp> {
     svc
 }
 
-/// Runs inside pingora: the backend pools of the current config and (for `loopgate run`)
-/// reload on `SIGHUP`.
+/// Runs inside pingora: the backend pools of the current config, the retry of Loopwise
+/// discovery when start-up had to go without it, and (for `loopgate run`) reload on
+/// `SIGHUP`.
 pub struct PoolsService {
     pub live: Arc<Live>,
     pub reload_on_sighup: bool,
@@ -146,6 +150,13 @@ pub struct PoolsService {
 impl BackgroundService for PoolsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.live.start_pools();
+        let gw = self.live.current();
+        if gw.loopwise.pending_reason().is_some() {
+            tokio::spawn(crate::server::resolve_in_background(
+                gw.config.clone(),
+                gw.loopwise.clone(),
+            ));
+        }
         if self.reload_on_sighup {
             tokio::spawn(self.live.clone().reload_on_sighup());
         }

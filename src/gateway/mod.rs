@@ -158,10 +158,9 @@ impl Gateway {
         let validation = match &config.loopwise.jwt_secret {
             Some(secret) => Mode::Local {
                 key: jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()),
-                issuer: loopwise.metadata.issuer.clone(),
+                issuer: loopwise.issuer().to_string(),
             },
-            None if loopwise.metadata.introspection_endpoint.is_some() => Mode::Introspection,
-            None => Mode::Userinfo,
+            None => Mode::Remote,
         };
         let cache = &config.cache;
         Gateway {
@@ -346,7 +345,7 @@ impl Gateway {
             }
             Ok((Verdict::Invalid, _)) => BearerAuth::Invalid,
             Err(e) => {
-                tracing::warn!(error = %e, mode = self.validation.name(), "cannot validate a Bearer token: Loopwise unavailable");
+                tracing::warn!(error = %e, mode = self.validation.name(&self.loopwise), "cannot validate a Bearer token: Loopwise unavailable");
                 BearerAuth::Unavailable
             }
         }
@@ -395,7 +394,7 @@ impl Gateway {
 
     /// Which validation mode Bearer tokens use.
     pub fn validation_mode(&self) -> &'static str {
-        self.validation.name()
+        self.validation.name(&self.loopwise)
     }
 
     fn clear_session_cookies(&self, headers: &HeaderMap) -> Vec<String> {
@@ -439,11 +438,17 @@ impl Gateway {
             .unwrap_or_else(|| crate::login::target::DEFAULT_TARGET.to_string());
         let state_value = crate::random::token();
         let verifier = pkce::Verifier::generate();
-        let url = self.loopwise.authorize_url(
+        let url = match self.loopwise.authorize_url(
             &state_value,
             &verifier.challenge(),
             &self.config.loopwise.scopes,
-        );
+        ) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a login");
+                return authorize::loopwise_down(true);
+            }
+        };
         let name = state::cookie_name(&self.login_cookie_base(), &state_value);
         let sealed = state::seal(
             &self.login_keys,

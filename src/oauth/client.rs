@@ -2,7 +2,7 @@
 //! and userinfo. Requests are built and responses parsed by pure functions; only
 //! [`HttpClient::execute`] touches the network, so everything else is unit-tested.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 
@@ -193,12 +193,23 @@ pub fn parse_userinfo(resp: &HttpResponse) -> Result<Identity, LoopwiseError> {
     })
 }
 
-/// A registered OAuth client of one Loopwise school.
+/// What discovery and registration yield: the endpoints and the client id.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub metadata: Metadata,
+    pub client_id: String,
+}
+
+/// A registered OAuth client of one Loopwise school. It may start *pending* (Loopwise
+/// was unreachable at start-up): then every call fails as transient until a background
+/// task resolves it, while sessions whose tokens are still valid keep working.
 #[derive(Clone)]
 pub struct LoopwiseClient {
     http: Arc<dyn HttpClient>,
-    pub metadata: Metadata,
-    pub client_id: String,
+    issuer: String,
+    resolved: Arc<OnceLock<Resolved>>,
+    /// Why it is still pending (the last discovery error), for /readyz and errors.
+    pending_reason: Arc<Mutex<String>>,
     client_secret: Option<Secret>,
     /// Byte-identical in the authorize and token requests (DESIGN §4 item 4).
     pub redirect_uri: String,
@@ -207,14 +218,15 @@ pub struct LoopwiseClient {
 impl std::fmt::Debug for LoopwiseClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopwiseClient")
-            .field("issuer", &self.metadata.issuer)
-            .field("client_id", &self.client_id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id())
             .field("confidential", &self.client_secret.is_some())
             .finish()
     }
 }
 
 impl LoopwiseClient {
+    /// A client whose metadata and client id are known.
     pub fn new(
         http: Arc<dyn HttpClient>,
         metadata: Metadata,
@@ -222,77 +234,160 @@ impl LoopwiseClient {
         client_secret: Option<Secret>,
         redirect_uri: String,
     ) -> Self {
-        LoopwiseClient {
+        let c = Self::pending(
             http,
+            metadata.issuer.clone(),
+            client_secret,
+            redirect_uri,
+            String::new(),
+        );
+        c.resolve(Resolved {
             metadata,
             client_id,
+        });
+        c
+    }
+
+    /// A client still waiting for Loopwise's metadata; `reason` says why.
+    pub fn pending(
+        http: Arc<dyn HttpClient>,
+        issuer: String,
+        client_secret: Option<Secret>,
+        redirect_uri: String,
+        reason: String,
+    ) -> Self {
+        LoopwiseClient {
+            http,
+            issuer,
+            resolved: Arc::new(OnceLock::new()),
+            pending_reason: Arc::new(Mutex::new(reason)),
             client_secret,
             redirect_uri,
         }
     }
 
+    /// Completes a pending client (every clone sees it); later calls are ignored.
+    pub fn resolve(&self, r: Resolved) {
+        let _ = self.resolved.set(r);
+    }
+
+    /// Records why a pending client is still pending.
+    pub fn set_pending_reason(&self, reason: String) {
+        *self
+            .pending_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    /// `None` once resolved; otherwise why not.
+    pub fn pending_reason(&self) -> Option<String> {
+        match self.resolved.get() {
+            Some(_) => None,
+            None => Some(
+                self.pending_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.resolved.get().map(|r| &r.metadata)
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.resolved.get().map(|r| r.client_id.as_str())
+    }
+
+    /// The metadata and client id, or a transient error while they are not loaded.
+    fn ready(&self) -> Result<&Resolved, LoopwiseError> {
+        self.resolved.get().ok_or_else(|| {
+            LoopwiseError::Unreachable(format!(
+                "metadata not loaded yet: {}",
+                self.pending_reason().unwrap_or_default()
+            ))
+        })
+    }
+
     /// The authorization URL for one login (PKCE S256 always).
-    pub fn authorize_url(&self, state: &str, code_challenge: &str, scopes: &[String]) -> String {
+    pub fn authorize_url(
+        &self,
+        state: &str,
+        code_challenge: &str,
+        scopes: &[String],
+    ) -> Result<String, LoopwiseError> {
+        let r = self.ready()?;
         let mut ser = form_urlencoded::Serializer::new(String::new());
         ser.append_pair("response_type", "code")
-            .append_pair("client_id", &self.client_id)
+            .append_pair("client_id", &r.client_id)
             .append_pair("redirect_uri", &self.redirect_uri)
             .append_pair("scope", &scopes.join(" "))
             .append_pair("state", state)
             .append_pair("code_challenge", code_challenge)
             .append_pair("code_challenge_method", "S256");
-        let sep = if self.metadata.authorization_endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}{}",
-            self.metadata.authorization_endpoint,
-            ser.finish()
-        )
+        let endpoint = &r.metadata.authorization_endpoint;
+        let sep = if endpoint.contains('?') { '&' } else { '?' };
+        Ok(format!("{endpoint}{sep}{}", ser.finish()))
     }
 
-    fn with_client_auth<'a>(&'a self, pairs: &mut Vec<(&'a str, &'a str)>) {
-        pairs.push(("client_id", &self.client_id));
+    fn with_client_auth<'a>(&'a self, r: &'a Resolved, pairs: &mut Vec<(&'a str, &'a str)>) {
+        pairs.push(("client_id", &r.client_id));
         if let Some(s) = &self.client_secret {
             pairs.push(("client_secret", s.expose()));
         }
     }
 
-    pub fn code_request(&self, code: &str, verifier: &str) -> HttpRequest {
+    pub fn code_request(&self, code: &str, verifier: &str) -> Result<HttpRequest, LoopwiseError> {
+        let r = self.ready()?;
         let mut pairs = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", verifier),
         ];
-        self.with_client_auth(&mut pairs);
-        HttpRequest::form(&self.metadata.token_endpoint, &pairs)
+        self.with_client_auth(r, &mut pairs);
+        Ok(HttpRequest::form(&r.metadata.token_endpoint, &pairs))
     }
 
-    pub fn refresh_request(&self, refresh_token: &str) -> HttpRequest {
+    pub fn refresh_request(&self, refresh_token: &str) -> Result<HttpRequest, LoopwiseError> {
+        let r = self.ready()?;
         let mut pairs = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
-        self.with_client_auth(&mut pairs);
-        HttpRequest::form(&self.metadata.token_endpoint, &pairs)
+        self.with_client_auth(r, &mut pairs);
+        Ok(HttpRequest::form(&r.metadata.token_endpoint, &pairs))
     }
 
-    pub fn revoke_request(&self, token: &str, hint: &str) -> Option<HttpRequest> {
-        let endpoint = self.metadata.revocation_endpoint.as_ref()?;
+    /// `None` when Loopwise offers no revocation endpoint.
+    pub fn revoke_request(
+        &self,
+        token: &str,
+        hint: &str,
+    ) -> Result<Option<HttpRequest>, LoopwiseError> {
+        let r = self.ready()?;
+        let Some(endpoint) = r.metadata.revocation_endpoint.as_ref() else {
+            return Ok(None);
+        };
         let mut pairs = vec![("token", token), ("token_type_hint", hint)];
-        self.with_client_auth(&mut pairs);
-        Some(HttpRequest::form(endpoint, &pairs))
+        self.with_client_auth(r, &mut pairs);
+        Ok(Some(HttpRequest::form(endpoint, &pairs)))
     }
 
-    /// RFC 7662 introspection, when the metadata advertises an endpoint.
-    pub fn introspection_request(&self, token: &str) -> Option<HttpRequest> {
-        let endpoint = self.metadata.introspection_endpoint.as_ref()?;
+    /// RFC 7662 introspection; `None` when the metadata advertises no endpoint.
+    pub fn introspection_request(&self, token: &str) -> Result<Option<HttpRequest>, LoopwiseError> {
+        let r = self.ready()?;
+        let Some(endpoint) = r.metadata.introspection_endpoint.as_ref() else {
+            return Ok(None);
+        };
         let mut pairs = vec![("token", token), ("token_type_hint", "access_token")];
-        self.with_client_auth(&mut pairs);
-        Some(HttpRequest::form(endpoint, &pairs))
+        self.with_client_auth(r, &mut pairs);
+        Ok(Some(HttpRequest::form(endpoint, &pairs)))
     }
 
     /// Sends a request built elsewhere (e.g. introspection), classifying transport errors.
@@ -312,21 +407,21 @@ impl LoopwiseClient {
         code: &str,
         verifier: &str,
     ) -> Result<TokenSet, LoopwiseError> {
-        parse_token(&self.send(self.code_request(code, verifier)).await?)
+        parse_token(&self.send(self.code_request(code, verifier)?).await?)
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, LoopwiseError> {
-        parse_token(&self.send(self.refresh_request(refresh_token)).await?)
+        parse_token(&self.send(self.refresh_request(refresh_token)?).await?)
     }
 
     pub async fn userinfo(&self, access_token: &str) -> Result<Identity, LoopwiseError> {
-        let req = HttpRequest::get(self.metadata.userinfo_url()).bearer(access_token);
+        let req = HttpRequest::get(self.ready()?.metadata.userinfo_url()).bearer(access_token);
         parse_userinfo(&self.send(req).await?)
     }
 
     /// RFC 7009 revocation; Loopwise answers 200 whatever the token's state.
     pub async fn revoke(&self, token: &str, hint: &str) -> Result<(), LoopwiseError> {
-        let Some(req) = self.revoke_request(token, hint) else {
+        let Some(req) = self.revoke_request(token, hint)? else {
             return Ok(());
         };
         let resp = self.send(req).await?;
@@ -413,10 +508,49 @@ mod tests {
         form_urlencoded::parse(&req.body).into_owned().collect()
     }
 
+    #[tokio::test]
+    async fn a_pending_client_fails_transiently_until_resolved() {
+        let mock = Arc::new(Mock {
+            seen: Mutex::new(Vec::new()),
+            answer: Box::new(|_| unreachable!("nothing is sent while pending")),
+        });
+        let c = LoopwiseClient::pending(
+            mock.clone(),
+            "https://lw.test".into(),
+            None,
+            "https://gw.test/oauth2/callback".into(),
+            "connection refused".into(),
+        );
+        let e = c.authorize_url("st", "ch", &[]).unwrap_err();
+        assert!(matches!(e, LoopwiseError::Unreachable(ref m) if m.contains("connection refused")));
+        assert!(!e.is_fatal(), "a pending client must not end sessions");
+        assert!(matches!(
+            c.refresh("rt").await,
+            Err(LoopwiseError::Unreachable(_))
+        ));
+        assert!(matches!(
+            c.userinfo("at").await,
+            Err(LoopwiseError::Unreachable(_))
+        ));
+        assert_eq!(c.pending_reason().as_deref(), Some("connection refused"));
+        // Clones share the outcome: the background task resolves the gateway's copy.
+        c.clone().resolve(Resolved {
+            metadata: meta(),
+            client_id: "cid".into(),
+        });
+        assert_eq!(c.pending_reason(), None);
+        assert!(c
+            .authorize_url("st", "ch", &[])
+            .unwrap()
+            .contains("client_id=cid"));
+    }
+
     #[test]
     fn authorize_url_carries_pkce_and_exact_redirect() {
         let (c, _) = client(|_| unreachable!(), None);
-        let url = c.authorize_url("st", "ch", &["read".into(), "courses:read".into()]);
+        let url = c
+            .authorize_url("st", "ch", &["read".into(), "courses:read".into()])
+            .unwrap();
         let u = url::Url::parse(&url).unwrap();
         let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());

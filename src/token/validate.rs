@@ -30,17 +30,20 @@ pub enum Verdict {
 
 /// How tokens are validated.
 pub enum Mode {
+    /// HS256 with the configured secret: no call to Loopwise.
     Local { key: DecodingKey, issuer: String },
-    Introspection,
-    Userinfo,
+    /// Introspection when the metadata advertises it, userinfo otherwise (decided per
+    /// call, because the metadata may arrive after start-up).
+    Remote,
 }
 
 impl Mode {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Local { .. } => "local_hs256",
-            Mode::Introspection => "introspection",
-            Mode::Userinfo => "userinfo",
+    pub fn name(&self, loopwise: &LoopwiseClient) -> &'static str {
+        match (self, loopwise.metadata()) {
+            (Mode::Local { .. }, _) => "local_hs256",
+            (Mode::Remote, None) => "pending",
+            (Mode::Remote, Some(m)) if m.introspection_endpoint.is_some() => "introspection",
+            (Mode::Remote, Some(_)) => "userinfo",
         }
     }
 }
@@ -134,48 +137,61 @@ pub async fn validate(
 ) -> Result<Verdict, LoopwiseError> {
     match mode {
         Mode::Local { key, issuer } => Ok(verify_local(key, issuer, token, now)),
-        Mode::Userinfo => match loopwise.userinfo(token).await {
-            Ok(identity) => {
-                let (exp, scope) = unverified_claims(token);
-                if exp.is_some_and(|e| e <= now) {
-                    return Ok(Verdict::Invalid);
-                }
-                Ok(Verdict::Valid(TokenInfo {
-                    identity,
-                    scope: scope.unwrap_or_default(),
-                    expires_at: exp,
-                }))
-            }
-            Err(LoopwiseError::Refused { .. }) => Ok(Verdict::Invalid),
-            Err(e) => Err(e),
+        Mode::Remote => match loopwise.introspection_request(token)? {
+            Some(req) => introspect(loopwise, req, now).await,
+            None => userinfo(loopwise, token, now).await,
         },
-        Mode::Introspection => {
-            let req = loopwise
-                .introspection_request(token)
-                .ok_or_else(|| LoopwiseError::Malformed("no introspection_endpoint".into()))?;
-            let resp = loopwise.execute(req).await?;
-            if resp.status == 429 || resp.status >= 500 {
-                return Err(LoopwiseError::Unavailable(resp.status));
-            }
-            let Ok(i) = serde_json::from_slice::<Introspection>(&resp.body) else {
-                return Err(LoopwiseError::Malformed("introspection response".into()));
-            };
-            let sub = i.sub.as_ref().map(scalar).unwrap_or_default();
-            if !i.active || sub.is_empty() || i.exp.is_some_and(|e| e <= now) {
+    }
+}
+
+async fn userinfo(
+    loopwise: &LoopwiseClient,
+    token: &str,
+    now: u64,
+) -> Result<Verdict, LoopwiseError> {
+    match loopwise.userinfo(token).await {
+        Ok(identity) => {
+            let (exp, scope) = unverified_claims(token);
+            if exp.is_some_and(|e| e <= now) {
                 return Ok(Verdict::Invalid);
             }
             Ok(Verdict::Valid(TokenInfo {
-                identity: Identity {
-                    sub,
-                    email: i.email.unwrap_or_default(),
-                    name: i.name.or(i.username).unwrap_or_default(),
-                    ..Identity::default()
-                },
-                scope: i.scope.unwrap_or_default(),
-                expires_at: i.exp,
+                identity,
+                scope: scope.unwrap_or_default(),
+                expires_at: exp,
             }))
         }
+        Err(LoopwiseError::Refused { .. }) => Ok(Verdict::Invalid),
+        Err(e) => Err(e),
     }
+}
+
+async fn introspect(
+    loopwise: &LoopwiseClient,
+    req: crate::oauth::http::HttpRequest,
+    now: u64,
+) -> Result<Verdict, LoopwiseError> {
+    let resp = loopwise.execute(req).await?;
+    if resp.status == 429 || resp.status >= 500 {
+        return Err(LoopwiseError::Unavailable(resp.status));
+    }
+    let Ok(i) = serde_json::from_slice::<Introspection>(&resp.body) else {
+        return Err(LoopwiseError::Malformed("introspection response".into()));
+    };
+    let sub = i.sub.as_ref().map(scalar).unwrap_or_default();
+    if !i.active || sub.is_empty() || i.exp.is_some_and(|e| e <= now) {
+        return Ok(Verdict::Invalid);
+    }
+    Ok(Verdict::Valid(TokenInfo {
+        identity: Identity {
+            sub,
+            email: i.email.unwrap_or_default(),
+            name: i.name.or(i.username).unwrap_or_default(),
+            ..Identity::default()
+        },
+        scope: i.scope.unwrap_or_default(),
+        expires_at: i.exp,
+    }))
 }
 
 #[cfg(test)]
