@@ -61,7 +61,8 @@ pub struct RunArgs {
     /// `server.upgrade_sock`; send that process SIGQUIT within 5 s.
     #[arg(long)]
     pub upgrade: bool,
-    /// Fork into the background once ready and write `server.pid_file`.
+    /// Fork into the background once set up (config loaded, upstreams resolved)
+    /// and write `server.pid_file`; for systemd `Type=forking`.
     #[arg(long)]
     pub daemon: bool,
 }

@@ -304,10 +304,12 @@ pub fn build_server(
     let tls = gateway.config.server.tls.clone();
     let live_tls = live.clone();
     let tls_resolver = &live_tls.tls;
-    let mut svc = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        LoopgateProxy { live },
-        "loopgate",
+    let mut svc = pingora::services::listening::Service::new(
+        "loopgate".into(),
+        crate::proxy::settle::Settle::new(
+            pingora::proxy::http_proxy(&server.configuration, LoopgateProxy { live }),
+            crate::proxy::settle::SETTLE,
+        ),
     );
     match tls {
         // TLS on the listener, with HTTP/2 offered by ALPN.

@@ -373,3 +373,84 @@ async fn upgrade_flag_and_sigquit_hand_the_sockets_over() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// One HTTP/1.1 response with a Content-Length body, read exactly (so the connection
+/// can carry the next one).
+async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        let n = conn.read(&mut byte).await.unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed inside the header: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.unwrap();
+    data.extend_from_slice(&body);
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+/// pingora drops connections still waiting for a request the moment its listener closes;
+/// a request already on its way then meets a closed connection. The gateway waits a
+/// moment first, so such a request is still answered (and the connection then closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_arriving_just_after_the_listener_closes_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::new("settle", "shutdown_grace = \"3s\"").await;
+    let mut child = stack.spawn(&[]);
+    let port = stack.setup.port;
+    stack
+        .wait_for("the gateway answers", Duration::from_secs(20), || async {
+            stack.serving_pid().await == Some(child.id())
+        })
+        .await;
+    let request = format!("GET /public/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let first = read_response(&mut conn).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    signal(child.id(), "TERM");
+    // Once new connections are refused, the listener is closed...
+    stack
+        .wait_for("the listener closes", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        })
+        .await;
+    // ...and the idle connection's next request is still answered, once.
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut reply))
+        .await
+        .expect("the connection is closed after the answer")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -8,4 +8,5 @@ pub mod path;
 pub mod respond;
 pub mod routes;
 pub mod service;
+pub mod settle;
 pub mod tls;
