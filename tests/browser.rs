@@ -9,13 +9,16 @@
 //! Chromium and chromedriver are required: when they are missing the test fails (it is
 //! never skipped) and says to run `scripts/ensure-deps`.
 
+mod common;
+
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::gw::free_port;
 use fantoccini::{Client, ClientBuilder, Locator};
 use loopgate::demo::Demo;
 
@@ -24,13 +27,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long one step (a page load, a fetch) may take before the test gives up on it.
 const STEP: Duration = Duration::from_secs(20);
 const LOGIN_TITLE: &str = "Sign in to Loopwise";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
 
 /// A scratch directory (Chromium profile + chromedriver log), removed on drop.
 struct TempDir(PathBuf);

@@ -20,8 +20,32 @@ use super::{finish_login, http, open_login_page, LoginPage};
 pub const SECRET_A: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="; // 32 × 'A'
 pub const SECRET_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI="; // 32 × 'B'
 
-/// A port that was free a moment ago (pingora cannot report the port it bound to 0).
+/// A port for a listener the test configures by number (pingora cannot report the port
+/// it bound to 0). Chosen below the kernel's ephemeral range, so no outgoing connection
+/// and no `bind(0)` elsewhere can take it between now and the bind; never the same port
+/// twice in one test binary. Falls back to `bind(0)` when the range leaves no room.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 10_000;
+    if ephemeral_low > LOW + 1_000 {
+        let span = u64::from(ephemeral_low - LOW);
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..1_000 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let port = LOW + (h.finish() % span) as u16;
+            if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed.push(port);
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
