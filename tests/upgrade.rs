@@ -110,6 +110,28 @@ impl Stack {
         }
     }
 
+    /// Lets the load run a little longer (now served by the new process), stops it, and
+    /// asserts that no request failed.
+    async fn finish_load(
+        &self,
+        stop: Arc<AtomicBool>,
+        load: tokio::task::JoinHandle<(usize, Vec<String>)>,
+    ) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (ok, failures) = load.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} of {} requests failed across the upgrade: {:?}\n{}",
+            failures.len(),
+            ok + failures.len(),
+            &failures[..failures.len().min(5)],
+            self.logs()
+        );
+        assert!(ok > 20, "only {ok} requests ran during the upgrade");
+        eprintln!("{ok} requests on new connections across the upgrade, none failed");
+    }
+
     /// The pid `/healthz` reports: which process answers the admin listener.
     async fn serving_pid(&self) -> Option<u32> {
         let body = http()
@@ -291,21 +313,7 @@ async fn sigusr2_upgrades_a_daemon_without_a_refused_connection() {
         })
         .await;
     // A few more requests, all served by the new process now.
-    let before = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failures) = load.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed across the upgrade: {:?}\n{}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)],
-        stack.logs()
-    );
-    assert!(ok > 20, "only {ok} requests ran during the upgrade");
-    eprintln!("{ok} requests on new connections across the upgrade, none failed");
-    assert!(before.elapsed() >= Duration::from_millis(300));
+    stack.finish_load(stop, load).await;
     assert_eq!(stack.serving_pid().await, Some(new), "{}", stack.logs());
     assert!(alive(new));
 
@@ -354,19 +362,7 @@ async fn upgrade_flag_and_sigquit_hand_the_sockets_over() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}\n{}", stack.logs());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failures) = load.await.unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {:?}\n{}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)],
-        stack.logs()
-    );
-    assert!(ok > 20, "only {ok} requests ran during the upgrade");
-    eprintln!("{ok} requests on new connections across the upgrade, none failed");
+    stack.finish_load(stop, load).await;
     assert_eq!(stack.serving_pid().await, Some(new.id()));
     signal(new.id(), "TERM");
     let status = tokio::task::spawn_blocking(move || new.wait())
