@@ -22,6 +22,10 @@ use crate::proxy::forwarded::{Cidr, Trusted};
 
 use crate::oauth::scope;
 
+/// Default for `server.max_connections`: far above what one replica serves, low enough
+/// that a connection flood cannot exhaust memory (each idle connection costs ~45 KB).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Minimum decoded length of a session secret.
 pub const MIN_SESSION_SECRET_BYTES: usize = 32;
 
@@ -95,6 +99,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// The admin listener: /metrics, /healthz, /readyz.
     pub admin_listen: SocketAddr,
+    /// Deadline for receiving a request's whole header, from the moment the gateway waits
+    /// for it (slowloris: a per-read timeout alone lets a client trickle for ever).
+    pub header_timeout: Duration,
+    /// Cap on concurrent downstream connections; further ones are refused at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +143,8 @@ pub struct LoopwiseConfig {
     pub jwt_secret: Option<Secret>,
     /// When set, Bearer tokens and sessions must belong to this school.
     pub school_id: Option<String>,
+    /// When set, locally validated tokens must name it in `aud`.
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +218,13 @@ pub struct RouteConfig {
     pub read_timeout: Duration,
     /// On a `login` route, also accept a client's own Bearer token.
     pub accept_bearer: bool,
+    /// Accept `;params` in path segments (`;jsessionid=`); policy matches the path without
+    /// them. Off: such paths are refused, as application servers read them differently.
+    pub allow_path_params: bool,
+    /// Match the route's path prefix ignoring ASCII case, for upstreams that ignore case.
+    pub case_insensitive: bool,
+    /// On a `public` route, forward the client's `Authorization` (removed otherwise).
+    pub pass_authorization: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -472,6 +490,20 @@ impl Validator<'_> {
                 SocketAddr::from(([127, 0, 0, 1], 9090))
             }
         };
+        let header_timeout =
+            self.duration("server.header_timeout", raw.header_timeout.as_deref(), "10s");
+        let max_connections = match raw.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.invalid(
+                    "server.max_connections",
+                    &n.to_string(),
+                    "must be between 1 and 10000000",
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+        };
         let mut trusted = Vec::new();
         for (i, c) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
             match c.parse::<Cidr>() {
@@ -510,6 +542,8 @@ impl Validator<'_> {
             threads,
             shutdown_grace,
             shutdown_delay,
+            header_timeout,
+            max_connections,
             upgrade_sock,
             pid_file,
             trusted_proxies: Trusted(trusted),
@@ -637,6 +671,13 @@ impl Validator<'_> {
                 }
             },
         };
+        let audience = match raw.audience {
+            Some(a) if a.trim().is_empty() => {
+                self.invalid("loopwise.audience", &a, "must not be empty");
+                None
+            }
+            a => a,
+        };
         let school_id = match raw.school_id {
             None => None,
             Some(toml::Value::String(s)) if !s.is_empty() => Some(s),
@@ -661,6 +702,7 @@ impl Validator<'_> {
             ca_file,
             jwt_secret,
             school_id,
+            audience,
         })
     }
 
@@ -911,6 +953,9 @@ impl Validator<'_> {
                     AuthKind::Login
                 }
             };
+            if r.pass_authorization.is_some() && auth != AuthKind::Public {
+                self.err(k("pass_authorization"), "only applies to `auth = \"public\"` routes (`login` routes inject the session's token, `api` routes forward the client's)");
+            }
             if r.accept_bearer.is_some() && auth != AuthKind::Login {
                 self.err(k("accept_bearer"), "only applies to `auth = \"login\"` routes (`api` routes always take Bearer tokens)");
             }
@@ -950,6 +995,9 @@ impl Validator<'_> {
                     connect_timeout,
                     read_timeout,
                     accept_bearer: r.accept_bearer.unwrap_or(false),
+                    allow_path_params: r.allow_path_params.unwrap_or(false),
+                    case_insensitive: r.case_insensitive.unwrap_or(false),
+                    pass_authorization: r.pass_authorization.unwrap_or(false),
                 });
             }
         }

@@ -47,6 +47,8 @@ pub struct RawServer {
     pub trusted_proxies: Option<Vec<String>>,
     pub admin_listen: Option<String>,
     pub tls: Option<RawTls>,
+    pub header_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +87,7 @@ pub struct RawLoopwise {
     pub allow_http: Option<bool>,
     pub jwt_secret: Option<SecretSource>,
     pub school_id: Option<toml::Value>,
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,4 +118,7 @@ pub struct RawRoute {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub accept_bearer: Option<bool>,
+    pub allow_path_params: Option<bool>,
+    pub case_insensitive: Option<bool>,
+    pub pass_authorization: Option<bool>,
 }

@@ -109,6 +109,40 @@ impl std::fmt::Debug for Route {
 }
 
 impl Route {
+    /// Whether the route's path prefix covers a normalised path (ignoring ASCII case when
+    /// the route says `case_insensitive`, for upstreams that read `/ADMIN` as `/admin`).
+    pub fn covers(&self, path: &str) -> bool {
+        if self.config.case_insensitive {
+            under_prefix(
+                &path.to_ascii_lowercase(),
+                &self.config.path.to_ascii_lowercase(),
+            )
+        } else {
+            under_prefix(path, &self.config.path)
+        }
+    }
+
+    /// The path sent upstream for a normalised path this route covers: the prefix
+    /// stripped or rewritten when configured, otherwise the path as it is.
+    pub fn upstream_path(&self, path: &str) -> String {
+        let rc = &self.config;
+        if rc.rewrite.is_none() && !rc.strip_prefix {
+            return path.to_string();
+        }
+        // Under `case_insensitive`, `/ADMIN/x` is stripped like `/admin/x`.
+        let base = rc.path.trim_end_matches('/');
+        let canonical = match path.get(..base.len()) {
+            Some(head) if rc.case_insensitive && head.eq_ignore_ascii_case(base) => {
+                format!("{base}{}", &path[base.len()..])
+            }
+            _ => path.to_string(),
+        };
+        match &rc.rewrite {
+            Some(rw) => super::path::rewrite(&canonical, &rc.path, rw),
+            None => super::path::strip(&canonical, &rc.path),
+        }
+    }
+
     /// The next backend: round-robin among healthy ones not in `exclude`; when every
     /// backend is unhealthy, any not excluded (fail open rather than refuse everything).
     pub fn pick(&self, exclude: &[SocketAddr]) -> Option<(SocketAddr, &Upstream)> {
@@ -232,7 +266,7 @@ impl RouteTable {
             host.map_or(
                 r.config.host == crate::policy::host::HostPattern::Any,
                 |h| r.config.host.matches(h),
-            ) && under_prefix(path, &r.config.path)
+            ) && r.covers(path)
         })
     }
 
@@ -271,6 +305,9 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             accept_bearer: false,
+            allow_path_params: false,
+            case_insensitive: false,
+            pass_authorization: false,
         }
     }
 
@@ -323,5 +360,23 @@ mod tests {
         }
         assert!(r.pick(&[a, b]).is_none());
         assert_eq!(r.backends().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn case_insensitive_routes_cover_any_case() {
+        let mut admin = config("admin", None, "/admin", &[1]);
+        admin.case_insensitive = true;
+        admin.strip_prefix = true;
+        let t = table(&[config("root", None, "/", &[1]), admin]).await;
+        let name = |p: &str| t.find(None, p).map(|r| r.config.name.clone());
+        for p in ["/admin", "/ADMIN", "/Admin/secret", "/aDmIn/"] {
+            assert_eq!(name(p).as_deref(), Some("admin"), "{p}");
+        }
+        assert_eq!(name("/administrator").as_deref(), Some("root"));
+        let r = t.find(None, "/ADMIN/x").unwrap();
+        assert_eq!(r.upstream_path("/ADMIN/x"), "/x");
+        assert_eq!(r.upstream_path("/Admin"), "/");
+        let strict = table(&[config("root", None, "/", &[1]), config("admin", None, "/admin", &[1])]).await;
+        assert_eq!(strict.find(None, "/ADMIN").unwrap().config.name, "root");
     }
 }

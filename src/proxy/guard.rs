@@ -1,0 +1,1 @@
+//! Connection guard (slowloris): see the helper that implements it.
