@@ -490,8 +490,11 @@ impl Validator<'_> {
                 SocketAddr::from(([127, 0, 0, 1], 9090))
             }
         };
-        let header_timeout =
-            self.duration("server.header_timeout", raw.header_timeout.as_deref(), "10s");
+        let header_timeout = self.duration(
+            "server.header_timeout",
+            raw.header_timeout.as_deref(),
+            "10s",
+        );
         let max_connections = match raw.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(n) if (1..=10_000_000).contains(&n) => n as usize,

@@ -175,7 +175,9 @@ impl Gateway {
                     ),
                 }
             }
-            SessionAuth::Anonymous => deny(self.challenge(view, now), challenge_outcome),
+            SessionAuth::Anonymous { clear } => {
+                deny(self.challenge(view, now).cookies(clear), challenge_outcome)
+            }
             SessionAuth::Ended { clear } => {
                 deny(self.challenge(view, now).cookies(clear), challenge_outcome)
             }

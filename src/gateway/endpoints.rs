@@ -186,6 +186,7 @@ async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             .clone()
             .unwrap_or_else(|| gw.config.loopwise.scopes.join(" ")),
         access_expires_at: now + tokens.expires_in.unwrap_or(3600),
+        access_issued_at: now,
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
         created_at: now,
@@ -273,6 +274,7 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         return Reply::error(403, true, "cross_site", "Sign-out must come from this site");
     }
     if let Some(session) = gw.session(view.headers, now).await {
+        gw.revoke_session(&session, now);
         if let Some(rt) = &session.refresh_token {
             match gw.loopwise.revoke(rt, "refresh_token").await {
                 Ok(()) => {

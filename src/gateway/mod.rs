@@ -20,7 +20,7 @@ use crate::login::state::{self, LoginState, LOGIN_TTL};
 use crate::oauth::{pkce, LoopwiseClient};
 use crate::proxy::respond::Reply;
 use crate::proxy::routes::RouteTable;
-use crate::session::{cookies, Keyring, Purpose, Session, SessionStore};
+use crate::session::{cookies, Keyring, Purpose, Revocations, Session, SessionStore};
 use crate::token::cache::{Lookup, TokenCache};
 use crate::token::refresh::{needs_refresh, RefreshOutcome, Refresher};
 use crate::token::validate::{self, Mode, TokenInfo, Verdict};
@@ -28,8 +28,10 @@ use crate::token::validate::{self, Mode, TokenInfo, Verdict};
 /// Where a session-authenticated request stands.
 #[derive(Debug)]
 pub enum SessionAuth {
-    /// No usable session: none, unreadable, or past its lifetime.
-    Anonymous,
+    /// No usable session: none, unreadable, ambiguous, ended, or past its lifetime.
+    /// `clear` deletes the session cookies the request carried (unless the store could
+    /// not be asked: a store outage is never a logout).
+    Anonymous { clear: Vec<String> },
     /// Forward with this session; `set_cookies` carries a refreshed session, if any.
     Active {
         session: Box<Session>,
@@ -119,7 +121,9 @@ pub struct Gateway {
     store: Arc<dyn SessionStore>,
     /// States already used on this replica, for `LOGIN_TTL` (a copied login cookie
     /// cannot complete a second login).
-    consumed_states: moka::sync::Cache<[u8; 32], ()>,
+    consumed_states: Arc<moka::sync::Cache<[u8; 32], ()>>,
+    /// Sessions ended by sign-out before their lifetime: "no session" at once.
+    revoked: Arc<Revocations>,
     /// The session cookie's name without `__Host-` (login cookies derive from it).
     cookie_base: String,
     refresher: Arc<Refresher>,
@@ -176,10 +180,13 @@ impl Gateway {
             validation,
             session_keys: Keyring::new(Purpose::SessionCookie, secrets),
             login_keys: Keyring::new(Purpose::LoginState, secrets),
-            consumed_states: moka::sync::Cache::builder()
-                .time_to_live(Duration::from_secs(LOGIN_TTL))
-                .max_capacity(1_000_000)
-                .build(),
+            consumed_states: Arc::new(
+                moka::sync::Cache::builder()
+                    .time_to_live(Duration::from_secs(LOGIN_TTL))
+                    .max_capacity(1_000_000)
+                    .build(),
+            ),
+            revoked: Arc::new(Revocations::default()),
             routes,
             loopwise,
             store,
@@ -224,34 +231,62 @@ impl Gateway {
     }
 
     /// The session a request's cookie carries, if any. Every failure (absent, tampered,
-    /// foreign key, expired, store error) is "no session".
+    /// ambiguous, foreign key, expired, ended, store error) is "no session".
     pub async fn session(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
+        match self.lookup_session(headers, now).await {
+            Found::Session(s) => Some(*s),
+            Found::Nothing | Found::StoreDown => None,
+        }
+    }
+
+    async fn lookup_session(&self, headers: &HeaderMap, now: u64) -> Found {
         let fields = headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok());
         let jar = cookies::parse(fields);
         let name = &self.config.session.cookie_name;
-        let sealed = cookies::read_chunked(&jar, name)?;
-        let payload = self.session_keys.open(name, &sealed).ok()?;
+        let Some(sealed) = cookies::read_chunked(&jar, name) else {
+            return Found::Nothing;
+        };
+        let Ok(payload) = self.session_keys.open(name, &sealed) else {
+            return Found::Nothing;
+        };
         match self.store.load(&payload, now).await {
-            Ok(s) => s,
+            Ok(Some(s)) if !self.revoked.is_revoked(&s.sid, now) => Found::Session(Box::new(s)),
+            Ok(_) => Found::Nothing,
             Err(e) => {
                 tracing::warn!(error = %e, "session store unavailable; treating as no session");
-                None
+                Found::StoreDown
             }
         }
+    }
+
+    /// Ends `session` on this replica before its lifetime: its cookie, and every copy of
+    /// it, is "no session" from now on.
+    pub fn revoke_session(&self, session: &Session, now: u64) {
+        self.revoked.revoke(&session.sid, session.expires_at, now);
     }
 
     /// The session of a request, refreshed first when its access token is (nearly) expired.
     /// One refresh per session and refresh token, however many requests race.
     pub async fn authenticate_session(&self, headers: &HeaderMap, now: u64) -> SessionAuth {
-        let Some(mut session) = self.session(headers, now).await else {
-            return SessionAuth::Anonymous;
+        let mut session = match self.lookup_session(headers, now).await {
+            Found::Session(s) => *s,
+            Found::StoreDown => return SessionAuth::Anonymous { clear: Vec::new() },
+            Found::Nothing => {
+                let attrs = self.session_attrs();
+                let clear = self
+                    .existing_session_cookie_names(headers)
+                    .iter()
+                    .map(|n| cookies::clear(n, &attrs))
+                    .collect();
+                return SessionAuth::Anonymous { clear };
+            }
         };
         let before = self.config.session.refresh_before;
         // A remembered refresh result can itself be due (a very late pre-refresh cookie):
-        // follow the chain a couple of steps at most.
+        // follow the chain a couple of steps at most, but call Loopwise once at most.
         let mut refreshed = false;
         for _ in 0..3 {
             if !needs_refresh(&session, now, before) {
@@ -269,6 +304,9 @@ impl Gateway {
                 RefreshOutcome::Refreshed(new) => {
                     session = new.as_ref().clone();
                     refreshed = true;
+                    if attempt.performed {
+                        break;
+                    }
                 }
                 RefreshOutcome::Ended => {
                     return SessionAuth::Ended {
@@ -352,8 +390,8 @@ impl Gateway {
     }
 
     /// A gateway for a reloaded config that keeps what must survive a reload: the clock,
-    /// metrics, drain flag, admin address and — so that no refresh token is ever spent
-    /// twice — the single-flight refresh memory. The token cache starts empty (validation
+    /// metrics, drain flag, admin address, the used login states and ended sessions, and —
+    /// so that no refresh token is ever spent twice — the single-flight refresh memory. The token cache starts empty (validation
     /// settings may have changed).
     pub fn reloaded(
         previous: &Gateway,
@@ -371,6 +409,8 @@ impl Gateway {
         g.clock = previous.clock.clone();
         g.draining = previous.draining.clone();
         g.refresher = previous.refresher.clone();
+        g.consumed_states = previous.consumed_states.clone();
+        g.revoked = previous.revoked.clone();
         if let Some(a) = previous.admin_addr() {
             let _ = g.admin_addr.set(a);
         }
@@ -477,6 +517,15 @@ impl Gateway {
     pub async fn endpoint(&self, view: &RequestView<'_>, now: u64) -> Reply {
         endpoints::handle(self, view, now).await
     }
+}
+
+/// What a request's session cookie led to.
+enum Found {
+    Session(Box<Session>),
+    /// No cookie, or one that does not stand for a live session (clear it).
+    Nothing,
+    /// The store could not be asked: keep the cookie, it may be fine.
+    StoreDown,
 }
 
 fn outcome_name(o: &RefreshOutcome) -> &'static str {

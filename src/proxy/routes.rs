@@ -376,7 +376,11 @@ mod tests {
         let r = t.find(None, "/ADMIN/x").unwrap();
         assert_eq!(r.upstream_path("/ADMIN/x"), "/x");
         assert_eq!(r.upstream_path("/Admin"), "/");
-        let strict = table(&[config("root", None, "/", &[1]), config("admin", None, "/admin", &[1])]).await;
+        let strict = table(&[
+            config("root", None, "/", &[1]),
+            config("admin", None, "/admin", &[1]),
+        ])
+        .await;
         assert_eq!(strict.find(None, "/ADMIN").unwrap().config.name, "root");
     }
 }

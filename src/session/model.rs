@@ -38,6 +38,11 @@ pub struct Session {
     /// When the access token expires, by the gateway's clock at receipt + `expires_in`.
     #[serde(rename = "ax")]
     pub access_expires_at: u64,
+    /// When the access token was received (0 in sessions sealed before this was kept):
+    /// with `access_expires_at` it gives the token's lifetime, which bounds how early a
+    /// refresh may start.
+    #[serde(rename = "ai", default)]
+    pub access_issued_at: u64,
     #[serde(rename = "c")]
     pub created_at: u64,
     /// End of the session's lifetime (`session.lifetime` after login).
@@ -81,6 +86,7 @@ mod tests {
             access_token: "AT-SECRET".into(),
             refresh_token: Some("RT-SECRET".into()),
             access_expires_at: 10,
+            access_issued_at: 0,
             created_at: 0,
             expires_at: 100,
         };

@@ -71,6 +71,7 @@ mod tests {
             access_token: "at".into(),
             refresh_token: None,
             access_expires_at: 50,
+            access_issued_at: 0,
             created_at: 0,
             expires_at,
         }

@@ -14,10 +14,22 @@ use sha2::{Digest, Sha256};
 use crate::oauth::{LoopwiseClient, LoopwiseError};
 use crate::session::Session;
 
-/// Whether `s` should be refreshed at `now`: within `before` of its access token's expiry
-/// (by the gateway's own clock at receipt + `expires_in`), or after it.
+/// Whether `s` should be refreshed at `now`: within [`refresh_threshold`] of its access
+/// token's expiry (by the gateway's own clock at receipt + `expires_in`), or after it.
 pub fn needs_refresh(s: &Session, now: u64, before: Duration) -> bool {
-    s.refresh_token.is_some() && now.saturating_add(before.as_secs()) >= s.access_expires_at
+    s.refresh_token.is_some()
+        && now.saturating_add(refresh_threshold(s, before)) >= s.access_expires_at
+}
+
+/// How long before expiry a refresh starts: `before`, but at most half the token's
+/// lifetime, so that a token living no longer than `before` is not "due" the moment it
+/// arrives (which refreshed on every request).
+pub fn refresh_threshold(s: &Session, before: Duration) -> u64 {
+    let before = before.as_secs();
+    match s.access_expires_at.checked_sub(s.access_issued_at) {
+        Some(lifetime) if s.access_issued_at > 0 => before.min(lifetime / 2),
+        _ => before,
+    }
 }
 
 /// What a refresh attempt came to; shared by every request that waited on it.
@@ -36,6 +48,7 @@ pub enum RefreshOutcome {
 pub fn apply(old: &Session, tokens: crate::oauth::TokenSet, now: u64) -> Session {
     Session {
         access_expires_at: now + tokens.expires_in.unwrap_or(3600),
+        access_issued_at: now,
         access_token: tokens.access_token,
         // Loopwise always rotates; keep the old one only if a server does not.
         refresh_token: tokens.refresh_token.or_else(|| old.refresh_token.clone()),
@@ -154,6 +167,7 @@ mod tests {
             access_token: "a".into(),
             refresh_token: rt.map(str::to_string),
             access_expires_at: exp,
+            access_issued_at: 0,
             created_at: 0,
             expires_at: 10_000,
         }
@@ -172,6 +186,35 @@ mod tests {
             !needs_refresh(&session(1000, None), 2000, before),
             "nothing to refresh with"
         );
+    }
+
+    #[test]
+    fn short_lived_tokens_are_not_due_on_arrival() {
+        let before = Duration::from_secs(60);
+        for lifetime in [10, 20, 59, 60, 61, 120] {
+            let mut s = session(1000 + lifetime, Some("r"));
+            s.access_issued_at = 1000;
+            assert!(
+                !needs_refresh(&s, 1000, before),
+                "a {lifetime}s token is not due when it arrives"
+            );
+            assert!(
+                !needs_refresh(&s, 1000 + lifetime / 2 - 1, before),
+                "{lifetime}s: not before half its lifetime"
+            );
+            assert!(
+                needs_refresh(&s, 1000 + lifetime, before),
+                "{lifetime}s: due at expiry"
+            );
+        }
+        let mut long = session(1000 + 7200, Some("r"));
+        long.access_issued_at = 1000;
+        assert_eq!(
+            refresh_threshold(&long, before),
+            60,
+            "long tokens keep refresh_before"
+        );
+        assert!(needs_refresh(&long, 1000 + 7200 - 60, before));
     }
 
     #[test]
