@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod forwarded;
+pub mod framing;
 pub mod headers;
 pub mod path;
 pub mod respond;
