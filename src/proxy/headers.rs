@@ -1,8 +1,9 @@
-//! Header hygiene for requests sent upstream (DESIGN §4 item 7). Pure: each function
-//! decides from an `http::HeaderMap`; the pingora glue applies the result.
+//! Header hygiene for requests sent upstream. Pure: each function decides from an
+//! `http::HeaderMap`; the pingora glue applies the result.
 
 use http::HeaderMap;
 
+use super::forwarded::FORWARDING_HEADERS;
 use crate::session::Identity;
 
 /// Headers the gateway sets from the session; a client's copies are always removed.
@@ -21,8 +22,21 @@ pub const IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// Prefixes of identity-looking headers also removed (oauth2-proxy's `X-Auth-Request-*`,
-/// and anything the gateway may add under `X-Loopwise-` later).
-const IDENTITY_PREFIXES: &[&str] = &["x-loopwise-", "x-auth-request-"];
+/// anything the gateway may add under `X-Loopwise-` later, Grafana's `X-WEBAUTH-*` and
+/// Kubernetes' `X-Remote-User`/`-Group`/`-Extra-*`).
+const IDENTITY_PREFIXES: &[&str] = &["x-loopwise-", "x-auth-request-", "x-webauth-", "x-remote-"];
+
+/// Headers that SSO-aware upstreams (Apache `REMOTE_USER`, Grafana, Gitea, Jenkins...)
+/// read as the signed-in user: a client could otherwise name itself.
+pub const SSO_IDENTITY_HEADERS: &[&str] =
+    &["remote-user", "x-remote-user", "x-user", "x-webauth-user"];
+
+/// Headers some frameworks (IIS, Symfony, Zend) obey as the request's real path, which
+/// would bypass the policy decided on the path we route.
+pub const URL_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
+
+/// Set by the gateway on every proxied request; a client's copies (`_` variants too) go.
+const GATEWAY_SET: &[&str] = &["x-request-id"];
 
 /// Always hop-by-hop (RFC 9110 §7.6.1), plus legacy ones proxies still see.
 const HOP_BY_HOP: &[&str] = &[
@@ -44,11 +58,26 @@ pub fn canonical(name: &str) -> String {
 }
 
 fn is_identity(canon: &str) -> bool {
-    IDENTITY_HEADERS.contains(&canon) || IDENTITY_PREFIXES.iter().any(|p| canon.starts_with(p))
+    IDENTITY_HEADERS.contains(&canon)
+        || SSO_IDENTITY_HEADERS.contains(&canon)
+        || IDENTITY_PREFIXES.iter().any(|p| canon.starts_with(p))
 }
 
-/// Names (as sent) of every request header to drop before forwarding.
-/// `strip_authorization` is set on session routes, where the gateway's Bearer replaces it.
+/// Whether a client may never send this (canonical) header upstream: identity, URL
+/// override, forwarding (set again by `forwarded::forwarding`) or gateway-set.
+fn is_client_forbidden(canon: &str) -> bool {
+    is_identity(canon)
+        || URL_OVERRIDE_HEADERS.contains(&canon)
+        || FORWARDING_HEADERS.contains(&canon)
+        || GATEWAY_SET.contains(&canon)
+}
+
+/// Names (as sent) of every request header to drop before forwarding: hop-by-hop and
+/// `Connection`-nominated ones, identity (gateway and SSO), URL-override, forwarding
+/// ([`FORWARDING_HEADERS`]) and `X-Request-Id`, compared case-insensitively with `_` read
+/// as `-`. Compute `forwarded::forwarding` from the headers *before* removing these.
+/// `strip_authorization` also drops `Authorization`: on session routes the gateway's
+/// Bearer replaces it, on public ones unless the route passes it on.
 pub fn to_remove(headers: &HeaderMap, strip_authorization: bool) -> Vec<String> {
     let nominated: Vec<String> = headers
         .get_all(http::header::CONNECTION)
@@ -63,13 +92,28 @@ pub fn to_remove(headers: &HeaderMap, strip_authorization: bool) -> Vec<String> 
         let canon = canonical(name.as_str());
         let drop = HOP_BY_HOP.contains(&canon.as_str())
             || nominated.contains(&canon)
-            || is_identity(&canon)
+            || is_client_forbidden(&canon)
             || (strip_authorization && canon == "authorization");
         if drop && !out.iter().any(|n: &String| n == name.as_str()) {
             out.push(name.as_str().to_string());
         }
     }
     out
+}
+
+/// The client's `X-Request-Id` when there is exactly one and it is 1 to 128 of
+/// `[A-Za-z0-9._-]`; else `None` (the caller makes one). Anything wider lets a client
+/// forge log fields or smuggle separators into the upstream's logs.
+pub fn client_request_id(headers: &HeaderMap) -> Option<&str> {
+    let mut all = headers.get_all("x-request-id").iter();
+    let (Some(one), None) = (all.next(), all.next()) else {
+        return None;
+    };
+    let v = one.to_str().ok()?;
+    let ok = (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then_some(v)
 }
 
 /// Whether this request asks for a protocol upgrade (WebSocket); its `Connection: upgrade`
@@ -124,6 +168,7 @@ pub fn identity_headers(id: &Identity, scope: &str) -> Vec<(&'static str, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
@@ -204,5 +249,145 @@ mod tests {
             ("upgrade", "websocket")
         ])));
         assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn url_override_sso_and_forwarding_headers_are_removed() {
+        let h = map(&[
+            ("X-Original-URL", "/admin"),
+            ("x_rewrite_url", "/admin"),
+            ("Remote-User", "admin"),
+            ("remote_user", "admin"),
+            ("X-Remote-User", "admin"),
+            ("x-remote-group", "system:masters"),
+            ("X-User", "admin"),
+            ("X-WEBAUTH-USER", "admin"),
+            ("x_webauth_email", "a@b"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Real_IP", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-prefix", "/admin"),
+            ("X_Request_Id", "forged"),
+            ("x-user-agent", "kept"),
+            ("x-original-url-note", "kept"),
+            ("authorization", "Basic eA=="),
+        ]);
+        let r = to_remove(&h, false);
+        let mut kept: Vec<&str> = h
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| !r.iter().any(|n| n == k))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            ["authorization", "x-original-url-note", "x-user-agent"]
+        );
+        assert!(to_remove(&h, true).contains(&"authorization".to_string()));
+    }
+
+    #[test]
+    fn request_id_only_when_single_and_plain() {
+        let id = |pairs: &[(&str, &str)]| client_request_id(&map(pairs)).map(str::to_string);
+        assert_eq!(
+            id(&[("x-request-id", "abc-123_X.9")]).as_deref(),
+            Some("abc-123_X.9")
+        );
+        assert_eq!(
+            id(&[("X-Request-Id", &"a".repeat(128))]),
+            Some("a".repeat(128))
+        );
+        assert_eq!(id(&[]), None);
+        assert_eq!(id(&[("x-request-id", &"a".repeat(129))]), None);
+        for bad in [
+            "", "a b", "a\"b", "a=b", "a,b", "id\tx", "a;b", "a/b", "{}", "a\\nb",
+        ] {
+            assert_eq!(id(&[("x-request-id", bad)]), None, "{bad:?}");
+        }
+        assert_eq!(id(&[("x-request-id", "a"), ("x-request-id", "a")]), None);
+        let obs = {
+            let mut m = HeaderMap::new();
+            m.insert(
+                "x-request-id",
+                http::HeaderValue::from_bytes(b"a\xffb").unwrap(),
+            );
+            m
+        };
+        assert_eq!(client_request_id(&obs), None);
+    }
+
+    fn cases() -> ProptestConfig {
+        ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+        )
+    }
+
+    /// A protected name with random case and random `-`/`_`, or an arbitrary name.
+    fn header_name() -> impl Strategy<Value = String> {
+        let protected: Vec<&'static str> = IDENTITY_HEADERS
+            .iter()
+            .chain(SSO_IDENTITY_HEADERS)
+            .chain(URL_OVERRIDE_HEADERS)
+            .chain(FORWARDING_HEADERS)
+            .chain(["x-auth-request-email", "x-loopwise-new", "x-webauth-role"].iter())
+            .copied()
+            .collect();
+        prop_oneof![
+            (proptest::sample::select(protected), any::<u64>()).prop_map(|(n, bits)| {
+                n.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let flip = bits >> (i % 64) & 1 == 1;
+                        match c {
+                            '-' if flip => '_',
+                            c if flip => c.to_ascii_uppercase(),
+                            c => c,
+                        }
+                    })
+                    .collect()
+            }),
+            "[A-Za-z0-9_-]{1,24}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        #[test]
+        fn no_protected_header_survives(
+            pairs in proptest::collection::vec((header_name(), "[ -~]{0,16}"), 0..12),
+            strip in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for (k, v) in &pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let removed = to_remove(&h, strip);
+            for name in h.keys() {
+                let canon = canonical(name.as_str());
+                let forbidden = IDENTITY_HEADERS.contains(&canon.as_str())
+                    || SSO_IDENTITY_HEADERS.contains(&canon.as_str())
+                    || URL_OVERRIDE_HEADERS.contains(&canon.as_str())
+                    || FORWARDING_HEADERS.contains(&canon.as_str())
+                    || canon.starts_with("x-loopwise-")
+                    || canon.starts_with("x-auth-request-")
+                    || (strip && canon == "authorization");
+                let gone = removed.iter().any(|n| n == name.as_str());
+                prop_assert!(!forbidden || gone, "{} survived", name);
+            }
+            // Each name once, and only names present.
+            let mut uniq = removed.clone();
+            uniq.sort();
+            uniq.dedup();
+            prop_assert_eq!(uniq.len(), removed.len());
+            prop_assert!(removed.iter().all(|n| h.contains_key(n.as_str())));
+        }
     }
 }

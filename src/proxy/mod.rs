@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod forwarded;
+pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod path;
