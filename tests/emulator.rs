@@ -849,6 +849,64 @@ async fn bad_input_gets_a_4xx_with_an_rfc6749_error() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// Loopwise's front servers refuse over-long input before the application runs: no login
+/// page, no redirect echoing the value, nothing counted at the endpoint.
+#[tokio::test]
+async fn over_long_urls_and_parameters_are_refused_up_front() {
+    let em = emulator().await;
+    let h = http();
+    let p = pkce();
+    let refused = |r: &reqwest::Response, why: &str| {
+        assert!(r.status().is_client_error(), "{why}: {}", r.status());
+        assert!(r.headers().get("location").is_none(), "{why}");
+        assert!(r.headers().get("set-cookie").is_none(), "{why}");
+    };
+    // A 50 KB state makes the URL too long.
+    let url = standard_authorize(em.url(), &p.challenge, "read", &"s".repeat(50 * 1024));
+    let r = h.get(&url).send().await.unwrap();
+    refused(&r, "50 KB state");
+    assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("Sign in to Loopwise"), "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    // A URL under the limit whose state is over the parameter limit (2048 bytes).
+    let url = standard_authorize(em.url(), &p.challenge, "read", &"s".repeat(2049));
+    let r = h.get(&url).send().await.unwrap();
+    refused(&r, "2049-byte state");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("`state` is too long"));
+    assert_eq!(em.stats().endpoint("authorize"), 0);
+    assert_eq!(em.stats().error("invalid_request"), 2);
+    // At the limit it is an ordinary login.
+    let url = standard_authorize(em.url(), &p.challenge, "read", &"s".repeat(2048));
+    open_login_page(&h, &url).await;
+    // Form parameters have the same limit.
+    let (status, body) = token(
+        &h,
+        em.url(),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &"c".repeat(2049)),
+            ("redirect_uri", REDIRECT),
+            ("client_id", CLIENT),
+            ("code_verifier", &p.verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("too long"));
+}
+
 #[tokio::test]
 async fn forms_are_bound_to_the_browser_that_saw_them() {
     let em = emulator().await;

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,7 +16,7 @@ use serde_json::json;
 
 use super::error::{ErrorCode, OAuthError};
 use super::pages;
-use super::params::Params;
+use super::params::{Params, MAX_QUERY_LEN};
 use super::stats::Counters;
 use super::store::{AuthorizeError, Effects, RegistrationRequest, Store};
 use super::users::{self, DemoUser};
@@ -86,7 +87,26 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/__emulator/revoke_user", post(revoke_user))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), front_limits))
         .with_state(shared)
+}
+
+/// Loopwise's front servers refuse over-long URLs and parameters before any endpoint runs,
+/// so neither a page nor a redirect carrying the value comes back: a query string over
+/// [`MAX_QUERY_LEN`] bytes gets 414, a query parameter over the parameter limit 400, both
+/// `invalid_request` JSON. (Form bodies get the same parameter limit from [`form`].)
+async fn front_limits(State(sh): S, req: Request, next: Next) -> Response {
+    let query = req.uri().query().unwrap_or_default();
+    if query.len() > MAX_QUERY_LEN {
+        return sh.fail(
+            OAuthError::invalid_request(format!("query string longer than {MAX_QUERY_LEN} bytes"))
+                .with_status(StatusCode::URI_TOO_LONG),
+        );
+    }
+    if let Err(e) = Params::parse(query.as_bytes()).check_lengths() {
+        return sh.fail(e);
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> Response {

@@ -1,6 +1,10 @@
 //! The Loopwise emulator (DESIGN §5): a strict, in-memory Loopwise school that tests,
 //! the demo and developers integrating with Loopwise can run locally.
 //!
+//! Like Loopwise's front servers, it refuses over-long input before any endpoint runs: a
+//! query string over 8192 bytes gets 414, any parameter (query or form) over 2048 bytes
+//! 400 `invalid_request`.
+//!
 //! Start it in-process with [`Emulator::start`] (port 0 is fine), read its counters with
 //! [`EmulatorHandle::stats`], move its clock with [`EmulatorHandle::advance_clock`].
 

@@ -1,14 +1,18 @@
 //! Strict parsing of `application/x-www-form-urlencoded` queries and bodies.
 //!
 //! RFC 6749 §3.1: parameters must not be repeated, and a parameter sent without a value
-//! is treated as omitted. Oversized values are refused rather than stored.
+//! is treated as omitted. Oversized values are refused rather than stored, as Loopwise's
+//! front servers refuse them before the application sees them.
 
 use std::collections::BTreeMap;
 
 use super::error::OAuthError;
 
-/// Longest value accepted for any single parameter.
-pub const MAX_PARAM_LEN: usize = 4096;
+/// Longest name or value (after percent-decoding) accepted for any single parameter.
+pub const MAX_PARAM_LEN: usize = 2048;
+
+/// Longest query string accepted (raw bytes); longer URLs get 414.
+pub const MAX_QUERY_LEN: usize = 8192;
 
 /// Parsed parameters, remembering which names were repeated or oversized so that the
 /// caller can decide how to report them (error page vs. redirect).
@@ -25,8 +29,9 @@ impl Params {
         for (k, v) in form_urlencoded::parse(input) {
             let k = k.into_owned();
             if v.len() > MAX_PARAM_LEN || k.len() > MAX_PARAM_LEN {
-                if !p.oversized.contains(&k) {
-                    p.oversized.push(truncate(&k));
+                let short = truncate(&k);
+                if !p.oversized.contains(&short) {
+                    p.oversized.push(short);
                 }
                 continue;
             }
@@ -56,12 +61,18 @@ impl Params {
                 "parameter `{name}` is repeated"
             )));
         }
-        if let Some(name) = self.oversized.first() {
-            return Err(OAuthError::invalid_request(format!(
+        self.check_lengths()
+    }
+
+    /// Refuses oversized parameters only: the front servers' rule, applied to every
+    /// query before any endpoint runs.
+    pub fn check_lengths(&self) -> Result<(), OAuthError> {
+        match self.oversized.first() {
+            Some(name) => Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` is too long (at most {MAX_PARAM_LEN} bytes)"
-            )));
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -105,7 +116,26 @@ mod tests {
         let big = format!("a={}", "x".repeat(MAX_PARAM_LEN + 1));
         let p = Params::parse(big.as_bytes());
         assert!(p.check().is_err());
+        assert!(p.check_lengths().is_err());
         assert_eq!(p.get("a"), None);
+        let at_limit = format!("a={}", "x".repeat(MAX_PARAM_LEN));
+        assert!(Params::parse(at_limit.as_bytes()).check().is_ok());
+        // Measured after decoding: 2049 `%41`s are 2049 bytes, not 6147.
+        let encoded = format!("a={}", "%41".repeat(MAX_PARAM_LEN + 1));
+        assert!(Params::parse(encoded.as_bytes()).check_lengths().is_err());
+        let long_name = format!("{}=1&{0}=2", "k".repeat(MAX_PARAM_LEN + 100));
+        let p = Params::parse(long_name.as_bytes());
+        assert!(p
+            .check_lengths()
+            .unwrap_err()
+            .description
+            .contains("too long"));
+        assert_eq!(p.oversized.len(), 1, "reported once, by a short name");
+    }
+
+    #[test]
+    fn repeats_alone_pass_the_length_check() {
+        assert!(Params::parse(b"a=1&a=2").check_lengths().is_ok());
     }
 
     #[test]

@@ -178,7 +178,20 @@ fn scalar(v: &serde_json::Value) -> String {
     }
 }
 
+/// Parses a userinfo answer. Every 4xx but 429 is `Refused` (RFC 6750 §3.1: 400, 401
+/// and 403 are how a resource server rejects a token; a 404 or 414 for this token will
+/// not change either), so callers treat it as a bad token rather than an outage.
 pub fn parse_userinfo(resp: &HttpResponse) -> Result<Identity, LoopwiseError> {
+    if (400..500).contains(&resp.status) && resp.status != 429 {
+        let (code, description) = match serde_json::from_slice::<ErrorBody>(&resp.body) {
+            Ok(e) => (e.error, e.error_description.unwrap_or_default()),
+            Err(_) => (
+                "invalid_token".to_string(),
+                format!("userinfo answered HTTP {}", resp.status),
+            ),
+        };
+        return Err(LoopwiseError::Refused { code, description });
+    }
     let u: UserinfoBody = parse_json(resp)?;
     let sub = scalar(&u.sub);
     if sub.is_empty() {
@@ -648,5 +661,35 @@ mod tests {
         .unwrap();
         assert_eq!((id.sub.as_str(), id.school.as_str()), ("42", "4242"));
         assert!(parse_userinfo(&resp(200, r#"{"sub":""}"#)).is_err());
+    }
+
+    #[tokio::test]
+    async fn userinfo_4xx_is_refused_and_5xx_transient() {
+        for (status, body) in [
+            (400, ""),
+            (401, ""),
+            (403, "<html>forbidden</html>"),
+            (404, "not found"),
+            (414, ""),
+            (403, r#"{"error":"insufficient_scope"}"#),
+        ] {
+            let (c, _) = client(move |_| Ok(resp(status, body)), None);
+            let e = c.userinfo("at").await.unwrap_err();
+            assert!(
+                matches!(e, LoopwiseError::Refused { .. }),
+                "{status}: {e:?}"
+            );
+            assert!(!e.is_fatal(), "{status}");
+        }
+        let (c, _) = client(|_| Ok(resp(403, r#"{"error":"insufficient_scope"}"#)), None);
+        assert!(matches!(c.userinfo("at").await,
+            Err(LoopwiseError::Refused { code, .. }) if code == "insufficient_scope"));
+        for status in [429, 500, 503] {
+            let (c, _) = client(move |_| Ok(resp(status, "")), None);
+            assert_eq!(
+                c.userinfo("at").await.unwrap_err(),
+                LoopwiseError::Unavailable(status)
+            );
+        }
     }
 }

@@ -20,8 +20,15 @@ pub fn parse<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, &'a
         .collect()
 }
 
-fn get<'a>(jar: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
-    jar.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+/// The value of `name` when the jar holds it exactly once; `Err` when it holds it more
+/// than once (which of two values the browser meant cannot be known).
+fn get_unique<'a>(jar: &[(&'a str, &'a str)], name: &str) -> Result<Option<&'a str>, ()> {
+    let mut found = jar.iter().filter(|(k, _)| *k == name).map(|(_, v)| *v);
+    match (found.next(), found.next()) {
+        (Some(_), Some(_)) => Err(()),
+        (v, None) => Ok(v),
+        (None, Some(_)) => unreachable!("a second match implies a first"),
+    }
 }
 
 fn chunk_name(name: &str, i: usize) -> String {
@@ -29,13 +36,16 @@ fn chunk_name(name: &str, i: usize) -> String {
 }
 
 /// The value of cookie `name`, rejoined from `name_0`, `name_1`, … when it was chunked.
+/// `None` when absent, and when the name or a chunk it reads is sent twice: "first wins"
+/// would let a planted cookie decide which session a request has, so an ambiguous jar
+/// has none (the caller then clears every name [`present_names`] lists).
 pub fn read_chunked(jar: &[(&str, &str)], name: &str) -> Option<String> {
-    if let Some(v) = get(jar, name) {
+    if let Some(v) = get_unique(jar, name).ok()? {
         return Some(v.to_string());
     }
     let mut out = String::new();
     for i in 0..MAX_CHUNKS {
-        match get(jar, &chunk_name(name, i)) {
+        match get_unique(jar, &chunk_name(name, i)).ok()? {
             Some(v) => out.push_str(v),
             None => break,
         }
@@ -43,17 +53,13 @@ pub fn read_chunked(jar: &[(&str, &str)], name: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Whether the request carries `name` in any form (plain or chunked).
+/// The forms of `name` the request carries that the gateway could have set — `name` and
+/// `name_0` … `name_{MAX_CHUNKS-1}` — each once, whatever the request repeats: a clear
+/// is sent for each, so a request must not be able to ask for more.
 pub fn present_names(jar: &[(&str, &str)], name: &str) -> Vec<String> {
-    jar.iter()
-        .map(|(k, _)| *k)
-        .filter(|k| {
-            *k == name
-                || k.strip_prefix(name)
-                    .and_then(|r| r.strip_prefix('_'))
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .map(str::to_string)
+    std::iter::once(name.to_string())
+        .chain((0..MAX_CHUNKS).map(|i| chunk_name(name, i)))
+        .filter(|candidate| jar.iter().any(|(k, _)| k == candidate))
         .collect()
 }
 
@@ -121,6 +127,7 @@ pub fn clear(name: &str, attrs: &Attributes) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn joins_several_cookie_fields() {
@@ -160,5 +167,103 @@ mod tests {
         let jar = parse(["s_x=1; sx=2; s_=3; s_1=4"]);
         assert_eq!(present_names(&jar, "s"), ["s_1"]);
         assert_eq!(read_chunked(&jar, "s"), None, "chunks must start at _0");
+    }
+
+    #[test]
+    fn present_names_lists_only_what_the_gateway_sets_each_once() {
+        let mut fields = vec!["s=a; s=b; s_0=c; s_0=d".to_string()];
+        fields.extend((0..40_000).map(|i| format!("s_{i}=")));
+        fields.push("s_00=1; s_01=2; s_9=3; s_10=4".into());
+        let jar = parse(fields.iter().map(String::as_str));
+        let names = present_names(&jar, "s");
+        let expected: Vec<String> = std::iter::once("s".to_string())
+            .chain((0..MAX_CHUNKS).map(|i| format!("s_{i}")))
+            .collect();
+        assert_eq!(names, expected);
+        assert!(present_names(&parse(["s_10=1; s_00=2; t=3"]), "s").is_empty());
+    }
+
+    #[test]
+    fn a_name_sent_twice_reads_as_no_session() {
+        for header in [
+            "s=a; s=b",
+            "s=a; t=1; s=a",
+            "s_0=a; s_0=b",
+            "s_0=a; s_1=b; s_1=c",
+        ] {
+            assert_eq!(read_chunked(&parse([header]), "s"), None, "{header}");
+        }
+        // Across two Cookie fields too (HTTP/2).
+        assert_eq!(read_chunked(&parse(["s=a", "s=b"]), "s"), None);
+        // Duplicates of names it does not read do not matter.
+        assert_eq!(
+            read_chunked(&parse(["s=a; t=1; t=2; s_0=x"]), "s").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            read_chunked(&parse(["s_0=a; s_1=b; s_3=c; s_3=d"]), "s").as_deref(),
+            Some("ab")
+        );
+        let both = parse(["s=a; s=b"]);
+        assert_eq!(
+            present_names(&both, "s"),
+            ["s"],
+            "the caller clears it once"
+        );
+    }
+
+    fn cases() -> proptest::test_runner::Config {
+        proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+        )
+    }
+
+    /// Cookie fields mixing arbitrary text with pairs named like the session's.
+    fn fields() -> impl Strategy<Value = Vec<String>> {
+        let name = prop_oneof![
+            Just("s".to_string()),
+            (0..MAX_CHUNKS + 2).prop_map(|i| format!("s_{i}")),
+            "[a-z_0-9]{0,4}",
+        ];
+        let pair = prop_oneof![
+            (name, "[A-Za-z0-9.=\"-]{0,8}").prop_map(|(k, v)| format!("{k}={v}")),
+            "\\PC{0,12}",
+        ];
+        proptest::collection::vec(proptest::collection::vec(pair, 0..8), 0..4)
+            .prop_map(|fs| fs.into_iter().map(|f| f.join("; ")).collect())
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        #[test]
+        fn parse_never_panics(fs in proptest::collection::vec("\\PC*", 0..4)) {
+            let jar = parse(fs.iter().map(String::as_str));
+            prop_assert!(jar.iter().all(|(k, _)| !k.is_empty()));
+        }
+
+        #[test]
+        fn ambiguous_jars_have_no_session(fs in fields()) {
+            let jar = parse(fs.iter().map(String::as_str));
+            let count = |n: &str| jar.iter().filter(|(k, _)| *k == n).count();
+            let read = read_chunked(&jar, "s");
+            if count("s") >= 2 || (count("s") == 0 && count("s_0") >= 2) {
+                prop_assert_eq!(read, None);
+            }
+            let names = present_names(&jar, "s");
+            prop_assert!(names.len() <= MAX_CHUNKS + 1);
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), names.len());
+            // Appending a second copy of the base name always ends the session.
+            let mut doubled = fs.clone();
+            doubled.push("s=x; s=y".into());
+            let jar = parse(doubled.iter().map(String::as_str));
+            prop_assert_eq!(read_chunked(&jar, "s"), None);
+        }
     }
 }

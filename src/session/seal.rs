@@ -134,6 +134,7 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ring(secrets: &[&[u8]]) -> Keyring {
         let s: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
@@ -185,5 +186,81 @@ mod tests {
         let b = Keyring::new(Purpose::LoginState, &s);
         let sealed = a.seal("n", b"x");
         assert!(b.open("n", &sealed).is_err());
+    }
+
+    fn cases() -> proptest::test_runner::Config {
+        proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+        )
+    }
+
+    /// How a sealed value is damaged.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        /// Replace the byte at this position (modulo length) with another one.
+        Replace(usize, u8),
+        Truncate(usize),
+        Insert(usize, u8),
+        Append(String),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Replace(i, b)),
+            any::<usize>().prop_map(Damage::Truncate),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Insert(i, b)),
+            "[A-Za-z0-9_.-]{1,8}".prop_map(Damage::Append),
+        ]
+    }
+
+    fn apply(sealed: &str, d: &Damage) -> Option<String> {
+        let mut b = sealed.as_bytes().to_vec();
+        match d {
+            Damage::Replace(i, byte) => {
+                let i = i % b.len();
+                if b[i] == *byte {
+                    return None;
+                }
+                b[i] = *byte;
+            }
+            Damage::Truncate(n) => b.truncate(n % b.len()),
+            Damage::Insert(i, byte) => b.insert(i % (b.len() + 1), *byte),
+            Damage::Append(s) => b.extend_from_slice(s.as_bytes()),
+        }
+        // Cookie values are strings; keep only damage that still is one.
+        String::from_utf8(b).ok()
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        #[test]
+        fn seal_then_open_round_trips(aad in "[a-z_]{1,16}", pt in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let r = ring(&[b"0123456789abcdef0123456789abcdef"]);
+            prop_assert_eq!(r.open(&aad, &r.seal(&aad, &pt)), Ok(pt));
+        }
+
+        #[test]
+        fn damaged_values_never_open(pt in proptest::collection::vec(any::<u8>(), 0..256), d in damage()) {
+            let r = ring(&[b"0123456789abcdef0123456789abcdef"]);
+            let sealed = r.seal("name", &pt);
+            // Any change fails: AEAD covers the bytes, and the base64 engine refuses
+            // non-canonical trailing bits, so no two strings decode alike.
+            if let Some(bad) = apply(&sealed, &d) {
+                prop_assert!(r.open("name", &bad).is_err(), "{:?} opened", d);
+            }
+        }
+
+        #[test]
+        fn garbage_never_opens(s in "\\PC*", body in "[A-Za-z0-9_-]{0,80}") {
+            let r = ring(&[b"0123456789abcdef0123456789abcdef"]);
+            prop_assert!(r.open("name", &s).is_err());
+            let kid = r.seal("name", b"x").split('.').nth(1).unwrap().to_string();
+            let forged = format!("v1.{kid}.{body}");
+            prop_assert!(r.open("name", &forged).is_err());
+        }
     }
 }

@@ -10,8 +10,33 @@ use serde::Deserialize;
 use crate::oauth::{LoopwiseClient, LoopwiseError};
 use crate::session::Identity;
 
-/// Clock skew tolerated on `exp` in local mode.
+/// Clock skew tolerated on `exp`, `nbf` and `iat` in local mode.
 pub const LEEWAY_SECS: u64 = 5;
+
+/// Longest Bearer token worth looking at. Loopwise's JWTs are a few hundred bytes; anything
+/// near a header's size is an attack or a mistake and must not reach the cache or Loopwise.
+pub const MAX_BEARER_LEN: usize = 4096;
+
+/// Whether `token` is shaped like a JWT (three non-empty base64url segments joined by '.',
+/// at most [`MAX_BEARER_LEN`] bytes). Cheap and total, so it runs before the cache key is
+/// hashed or Loopwise is asked: junk never costs a validation or a cache entry.
+pub fn plausible(token: &str) -> bool {
+    if token.len() > MAX_BEARER_LEN {
+        return false;
+    }
+    let mut segments = 0;
+    for segment in token.split('.') {
+        segments += 1;
+        if segment.is_empty()
+            || !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return false;
+        }
+    }
+    segments == 3
+}
 
 /// What a valid token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +55,13 @@ pub enum Verdict {
 
 /// How tokens are validated.
 pub enum Mode {
-    /// HS256 with the configured secret: no call to Loopwise.
-    Local { key: DecodingKey, issuer: String },
+    /// HS256 with the configured secret: no call to Loopwise. With `audience`, a token's
+    /// `aud` must name it; without, any `aud` (or none) is accepted.
+    Local {
+        key: DecodingKey,
+        issuer: String,
+        audience: Option<String>,
+    },
     /// Introspection when the metadata advertises it, userinfo otherwise (decided per
     /// call, because the metadata may arrive after start-up).
     Remote,
@@ -48,17 +78,6 @@ impl Mode {
     }
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: serde_json::Value,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    school_id: Option<serde_json::Value>,
-    #[serde(default)]
-    exp: Option<u64>,
-}
-
 fn scalar(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
@@ -67,33 +86,102 @@ fn scalar(v: &serde_json::Value) -> String {
     }
 }
 
-/// Local HS256 check: signature, issuer, `exp` (with leeway) against `now`.
-pub fn verify_local(key: &DecodingKey, issuer: &str, token: &str, now: u64) -> Verdict {
-    let mut v = JwtValidation::new(Algorithm::HS256);
-    v.validate_exp = false; // checked below against the gateway's clock
-    v.required_spec_claims.clear();
-    v.set_issuer(&[issuer]);
-    let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, &v) else {
-        return Verdict::Invalid;
+/// An RFC 7519 NumericDate (seconds, possibly fractional); `None` for anything else.
+fn numeric_date(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
+}
+
+/// Whether the `aud` claim (absent, a string or a list of strings) is acceptable.
+fn audience_ok(aud: Option<&serde_json::Value>, expected: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
     };
-    let c = data.claims;
-    match c.exp {
-        Some(exp) if now < exp + LEEWAY_SECS => {}
-        _ => return Verdict::Invalid,
+    match aud {
+        Some(serde_json::Value::String(a)) => a == expected,
+        Some(serde_json::Value::Array(list)) => {
+            list.iter().all(|a| a.is_string()) && list.iter().any(|a| a == expected)
+        }
+        _ => false,
     }
-    let sub = scalar(&c.sub);
+}
+
+/// The claim checks of local mode, pure: `iss` is the issuer (a string, exactly), `exp`
+/// is present and not past, `nbf`/`iat` are not in the future (each with
+/// [`LEEWAY_SECS`]), `aud` names `audience` when one is configured, `sub` is non-empty.
+/// Any claim of the wrong JSON type makes the token invalid.
+fn check_claims(
+    c: &serde_json::Map<String, serde_json::Value>,
+    issuer: &str,
+    audience: Option<&str>,
+    now: u64,
+) -> Option<TokenInfo> {
+    if c.get("iss").and_then(|v| v.as_str()) != Some(issuer) {
+        return None;
+    }
+    let exp = numeric_date(c.get("exp")?)?;
+    if now >= exp.saturating_add(LEEWAY_SECS) {
+        return None;
+    }
+    for name in ["nbf", "iat"] {
+        if let Some(v) = c.get(name) {
+            if numeric_date(v)? > now.saturating_add(LEEWAY_SECS) {
+                return None;
+            }
+        }
+    }
+    if !audience_ok(c.get("aud"), audience) {
+        return None;
+    }
+    let sub = match c.get("sub")? {
+        v @ (serde_json::Value::String(_) | serde_json::Value::Number(_)) => scalar(v),
+        _ => return None,
+    };
     if sub.is_empty() {
-        return Verdict::Invalid;
+        return None;
     }
-    Verdict::Valid(TokenInfo {
+    let scope = match c.get("scope") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => return None,
+    };
+    Some(TokenInfo {
         identity: Identity {
             sub,
-            school: c.school_id.as_ref().map(scalar).unwrap_or_default(),
+            school: c.get("school_id").map(scalar).unwrap_or_default(),
             ..Identity::default()
         },
-        scope: c.scope.unwrap_or_default(),
-        expires_at: c.exp,
+        scope,
+        expires_at: Some(exp),
     })
+}
+
+/// Local HS256 check: jsonwebtoken verifies the signature (HS256 only, so `alg: none`
+/// and every other algorithm fail); the claims are checked here against `now` — the
+/// gateway's clock, which tests move — rather than by jsonwebtoken against the system
+/// clock, and with rules it does not have (a string `iss`, `iat` not in the future).
+pub fn verify_local(
+    key: &DecodingKey,
+    issuer: &str,
+    audience: Option<&str>,
+    token: &str,
+    now: u64,
+) -> Verdict {
+    let mut v = JwtValidation::new(Algorithm::HS256);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let Ok(data) = jsonwebtoken::decode::<serde_json::Value>(token, key, &v) else {
+        return Verdict::Invalid;
+    };
+    match data.claims.as_object() {
+        Some(c) => check_claims(c, issuer, audience, now).map_or(Verdict::Invalid, Verdict::Valid),
+        None => Verdict::Invalid,
+    }
 }
 
 /// `exp` and `scope` read from a JWT's payload *without* verifying it — only used after
@@ -136,7 +224,11 @@ pub async fn validate(
     now: u64,
 ) -> Result<Verdict, LoopwiseError> {
     match mode {
-        Mode::Local { key, issuer } => Ok(verify_local(key, issuer, token, now)),
+        Mode::Local {
+            key,
+            issuer,
+            audience,
+        } => Ok(verify_local(key, issuer, audience.as_deref(), token, now)),
         Mode::Remote => match loopwise.introspection_request(token)? {
             Some(req) => introspect(loopwise, req, now).await,
             None => userinfo(loopwise, token, now).await,
@@ -175,6 +267,25 @@ async fn introspect(
     if resp.status == 429 || resp.status >= 500 {
         return Err(LoopwiseError::Unavailable(resp.status));
     }
+    // RFC 7662 §2.3: 401/403 refuse the gateway's own client credentials, so every token
+    // would fail alike — an outage to report, not a verdict to cache against this token.
+    if resp.status == 401 || resp.status == 403 {
+        return Err(LoopwiseError::Refused {
+            code: "invalid_client".into(),
+            description: format!("introspection answered HTTP {}", resp.status),
+        });
+    }
+    // Any other 4xx refuses this request, i.e. this token (e.g. 400 or 414 for one that
+    // is malformed or too long): asking again would not change the answer.
+    if (400..500).contains(&resp.status) {
+        return Ok(Verdict::Invalid);
+    }
+    if !(200..300).contains(&resp.status) {
+        return Err(LoopwiseError::Malformed(format!(
+            "introspection answered HTTP {}",
+            resp.status
+        )));
+    }
     let Ok(i) = serde_json::from_slice::<Introspection>(&resp.body) else {
         return Err(LoopwiseError::Malformed("introspection response".into()));
     };
@@ -197,25 +308,51 @@ async fn introspect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::client::Metadata;
+    use crate::oauth::http::{HttpClient, HttpRequest, HttpResponse, TransportError};
     use jsonwebtoken::{EncodingKey, Header};
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    const SECRET: &[u8] = b"the-secret-the-secret";
+    const ISS: &str = "https://lw";
+    const NOW: u64 = 10_000;
+
+    fn token_with(header: Header, secret: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
 
     fn token(secret: &[u8], claims: serde_json::Value) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        token_with(Header::new(Algorithm::HS256), secret, claims)
+    }
+
+    /// Good claims, with `changes` merged in (`null` removes a claim).
+    fn claims(changes: serde_json::Value) -> serde_json::Value {
+        let mut c = json!({"iss": ISS, "sub": "ada", "scope": "read", "school_id": 4242,
+                           "iat": NOW - 60, "nbf": NOW - 60, "exp": NOW + 600});
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn check(audience: Option<&str>, changes: serde_json::Value, now: u64) -> Verdict {
+        let key = DecodingKey::from_secret(SECRET);
+        verify_local(&key, ISS, audience, &token(SECRET, claims(changes)), now)
+    }
+
+    fn valid(v: &Verdict) -> bool {
+        matches!(v, Verdict::Valid(_))
     }
 
     #[test]
-    fn local_verification() {
-        let key = DecodingKey::from_secret(b"the-secret-the-secret");
-        let good = token(
-            b"the-secret-the-secret",
-            serde_json::json!({"iss":"https://lw","sub":"ada","scope":"read","school_id":4242,"exp":1000}),
-        );
-        match verify_local(&key, "https://lw", &good, 900) {
+    fn a_good_token_yields_its_identity() {
+        match check(None, json!({}), NOW) {
             Verdict::Valid(i) => {
                 assert_eq!(
                     (
@@ -225,47 +362,382 @@ mod tests {
                     ),
                     ("ada", "4242", "read")
                 );
-                assert_eq!(i.expires_at, Some(1000));
+                assert_eq!(i.expires_at, Some(NOW + 600));
             }
             v => panic!("{v:?}"),
         }
+        assert!(valid(&check(None, json!({"sub": 42, "scope": null}), NOW)));
+    }
+
+    #[test]
+    fn exp_is_required_and_checked_against_now_with_leeway() {
+        let exp = NOW + 600;
+        assert!(valid(&check(None, json!({}), exp + LEEWAY_SECS - 1)));
+        assert_eq!(check(None, json!({}), exp + LEEWAY_SECS), Verdict::Invalid);
+        assert_eq!(check(None, json!({"exp": null}), NOW), Verdict::Invalid);
         assert_eq!(
-            verify_local(&key, "https://lw", &good, 1000 + LEEWAY_SECS),
+            check(None, json!({"exp": "9999999999"}), NOW),
+            Verdict::Invalid
+        );
+        assert_eq!(check(None, json!({"exp": -1}), NOW), Verdict::Invalid);
+        assert!(valid(&check(
+            None,
+            json!({"exp": (NOW + 600) as f64 + 0.5}),
+            NOW
+        )));
+        // `now` is the gateway's clock, not the system's: a token long expired by the
+        // wall clock is still valid at an earlier `now`, and vice versa.
+        assert!(valid(&check(
+            None,
+            json!({"iat": 1, "nbf": 1, "exp": 100}),
+            50
+        )));
+        assert_eq!(
+            check(None, json!({"exp": u64::MAX}), u64::MAX),
             Verdict::Invalid,
-            "expired"
+            "no overflow"
         );
+    }
+
+    #[test]
+    fn nbf_and_iat_in_the_future_are_refused() {
+        for claim in ["nbf", "iat"] {
+            let at = |t: u64| json!({ claim: t });
+            assert!(valid(&check(None, at(NOW + LEEWAY_SECS), NOW)), "{claim}");
+            assert_eq!(
+                check(None, at(NOW + LEEWAY_SECS + 1), NOW),
+                Verdict::Invalid,
+                "{claim}"
+            );
+            assert!(
+                valid(&check(None, at(NOW + 100), NOW + 100)),
+                "{claim} later"
+            );
+            assert_eq!(
+                check(None, json!({ claim: "soon" }), NOW),
+                Verdict::Invalid,
+                "{claim} type"
+            );
+            assert!(valid(&check(None, json!({ claim: null }), NOW)), "optional");
+        }
+    }
+
+    #[test]
+    fn iss_must_be_the_issuer_as_a_string() {
+        assert_eq!(check(None, json!({"iss": null}), NOW), Verdict::Invalid);
+        assert_eq!(check(None, json!({"iss": [ISS]}), NOW), Verdict::Invalid);
         assert_eq!(
-            verify_local(&key, "https://other", &good, 900),
-            Verdict::Invalid,
-            "issuer"
-        );
-        let forged = token(
-            b"another-secret-entirely",
-            serde_json::json!({"iss":"https://lw","sub":"ada","exp":1000}),
-        );
-        assert_eq!(
-            verify_local(&key, "https://lw", &forged, 900),
-            Verdict::Invalid,
-            "signature"
-        );
-        let no_exp = token(
-            b"the-secret-the-secret",
-            serde_json::json!({"iss":"https://lw","sub":"ada"}),
-        );
-        assert_eq!(
-            verify_local(&key, "https://lw", &no_exp, 900),
+            check(None, json!({"iss": [ISS, "https://other"]}), NOW),
             Verdict::Invalid
         );
         assert_eq!(
-            verify_local(&key, "https://lw", "garbage", 900),
+            check(None, json!({"iss": "https://other"}), NOW),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            check(None, json!({"iss": "https://lw/"}), NOW),
+            Verdict::Invalid
+        );
+        let key = DecodingKey::from_secret(SECRET);
+        let good = token(SECRET, claims(json!({})));
+        assert_eq!(
+            verify_local(&key, "https://other", None, &good, NOW),
             Verdict::Invalid
         );
     }
 
     #[test]
+    fn any_aud_is_accepted_without_a_configured_audience() {
+        for aud in [json!("loopgate"), json!(["a", "b"]), json!(7), json!([])] {
+            assert!(valid(&check(None, json!({ "aud": aud }), NOW)), "{aud}");
+        }
+    }
+
+    #[test]
+    fn a_configured_audience_must_be_named_by_aud() {
+        let a = Some("loopgate");
+        assert!(valid(&check(a, json!({"aud": "loopgate"}), NOW)));
+        assert!(valid(&check(a, json!({"aud": ["x", "loopgate"]}), NOW)));
+        for aud in [
+            json!(null),
+            json!("other"),
+            json!(["x", "y"]),
+            json!([]),
+            json!(["loopgate", 7]),
+            json!({"loopgate": true}),
+            json!("LOOPGATE"),
+        ] {
+            assert_eq!(
+                check(a, json!({ "aud": aud }), NOW),
+                Verdict::Invalid,
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
+    fn sub_and_scope_must_have_usable_types() {
+        for changes in [
+            json!({"sub": null}),
+            json!({"sub": ""}),
+            json!({"sub": true}),
+            json!({"sub": {"id": 1}}),
+            json!({"scope": ["read"]}),
+        ] {
+            assert_eq!(
+                check(None, changes.clone(), NOW),
+                Verdict::Invalid,
+                "{changes}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_hs256_with_the_right_secret_is_accepted() {
+        let key = DecodingKey::from_secret(SECRET);
+        let c = claims(json!({}));
+        let forged = token(b"another-secret-entirely", c.clone());
+        assert_eq!(
+            verify_local(&key, ISS, None, &forged, NOW),
+            Verdict::Invalid
+        );
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let t = token_with(Header::new(alg), SECRET, c.clone());
+            assert_eq!(
+                verify_local(&key, ISS, None, &t, NOW),
+                Verdict::Invalid,
+                "{alg:?}"
+            );
+        }
+        // `alg: none` with an empty signature, and the real signature under `none`.
+        let good = token(SECRET, c.clone());
+        let parts: Vec<&str> = good.split('.').collect();
+        let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        for t in [
+            format!("{none}.{}.", parts[1]),
+            format!("{none}.{}.{}", parts[1], parts[2]),
+        ] {
+            assert_eq!(
+                verify_local(&key, ISS, None, &t, NOW),
+                Verdict::Invalid,
+                "{t}"
+            );
+        }
+        // A payload that is not a JSON object.
+        let t = token(SECRET, json!([1, 2]));
+        assert_eq!(verify_local(&key, ISS, None, &t, NOW), Verdict::Invalid);
+        assert_eq!(
+            verify_local(&key, ISS, None, "garbage", NOW),
+            Verdict::Invalid
+        );
+        assert!(valid(&verify_local(&key, ISS, None, &good, NOW)));
+    }
+
+    #[test]
     fn unverified_claims_are_read_leniently() {
-        let t = token(b"k", serde_json::json!({"exp": 5, "scope": "a b"}));
+        let t = token(b"k", json!({"exp": 5, "scope": "a b"}));
         assert_eq!(unverified_claims(&t), (Some(5), Some("a b".into())));
         assert_eq!(unverified_claims("opaque-token"), (None, None));
+    }
+
+    #[test]
+    fn plausible_bearer_tokens_are_jwt_shaped() {
+        assert!(plausible(&token(SECRET, claims(json!({})))));
+        assert!(plausible("a.b.c"));
+        assert!(plausible("A-_0.x.y"));
+        for junk in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            ".b.c",
+            "a..c",
+            "a.b.",
+            "a.b.c=",
+            "a+b.c.d",
+            "a/b.c.d",
+            "a.b.c ",
+            "a.b.c\n",
+            "é.b.c",
+            "opaque-token",
+        ] {
+            assert!(!plausible(junk), "{junk:?}");
+        }
+        let max = format!("a.b.{}", "c".repeat(MAX_BEARER_LEN - 4));
+        assert_eq!(max.len(), MAX_BEARER_LEN);
+        assert!(plausible(&max));
+        assert!(!plausible(&format!("{max}c")));
+    }
+
+    fn cases() -> ProptestConfig {
+        ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        #[test]
+        fn plausible_never_panics_and_accepts_only_its_alphabet(s in "\\PC*") {
+            if plausible(&s) {
+                prop_assert!(s.len() <= MAX_BEARER_LEN);
+                prop_assert_eq!(s.matches('.').count(), 2);
+                prop_assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            }
+        }
+
+        #[test]
+        fn one_foreign_character_makes_a_token_implausible(
+            t in "[A-Za-z0-9_-]{1,30}\\.[A-Za-z0-9_-]{1,30}\\.[A-Za-z0-9_-]{1,30}",
+            at in any::<usize>(),
+            extra in any::<char>().prop_filter("foreign", |c| {
+                !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+            }),
+        ) {
+            prop_assert!(plausible(&t));
+            let mut chars: Vec<char> = t.chars().collect();
+            chars.insert(at % (chars.len() + 1), extra);
+            let bad: String = chars.into_iter().collect();
+            prop_assert!(!plausible(&bad), "{:?}", bad);
+        }
+
+        #[test]
+        fn plausible_accepts_every_encoded_jwt(
+            sub in "\\PC{0,40}",
+            scope in "[a-z: ]{0,40}",
+            exp in any::<u64>(),
+            school in any::<i64>(),
+            secret in proptest::collection::vec(any::<u8>(), 1..64),
+        ) {
+            let t = token(&secret, json!({"iss": ISS, "sub": sub, "scope": scope, "exp": exp, "school_id": school}));
+            prop_assert!(plausible(&t), "{}", t);
+        }
+
+        #[test]
+        fn verify_local_never_panics_on_junk(s in "\\PC*", now in any::<u64>()) {
+            let key = DecodingKey::from_secret(SECRET);
+            prop_assert_eq!(verify_local(&key, ISS, Some("a"), &s, now), Verdict::Invalid);
+        }
+    }
+
+    // Remote validation against a scripted Loopwise.
+
+    struct Scripted(HttpResponse);
+
+    #[async_trait::async_trait]
+    impl HttpClient for Scripted {
+        async fn execute(&self, _req: HttpRequest) -> Result<HttpResponse, TransportError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl HttpClient for Down {
+        async fn execute(&self, _req: HttpRequest) -> Result<HttpResponse, TransportError> {
+            Err(TransportError("connection refused".into()))
+        }
+    }
+
+    fn loopwise(http: Arc<dyn HttpClient>, introspection: bool) -> LoopwiseClient {
+        let metadata = Metadata {
+            issuer: "https://lw.test".into(),
+            authorization_endpoint: "https://lw.test/oauth/authorize".into(),
+            token_endpoint: "https://lw.test/api/oauth/token".into(),
+            revocation_endpoint: None,
+            registration_endpoint: None,
+            userinfo_endpoint: None,
+            introspection_endpoint: introspection
+                .then(|| "https://lw.test/api/oauth/introspect".into()),
+            code_challenge_methods_supported: vec!["S256".into()],
+        };
+        LoopwiseClient::new(http, metadata, "cid".into(), None, "https://gw/cb".into())
+    }
+
+    async fn remote(
+        status: u16,
+        body: &str,
+        introspection: bool,
+    ) -> Result<Verdict, LoopwiseError> {
+        let http = Arc::new(Scripted(HttpResponse {
+            status,
+            body: body.as_bytes().to_vec(),
+        }));
+        let t = token(b"k", json!({"exp": NOW + 60}));
+        validate(&Mode::Remote, &loopwise(http, introspection), &t, NOW).await
+    }
+
+    #[tokio::test]
+    async fn userinfo_4xx_means_invalid_and_5xx_means_unavailable() {
+        let ok = remote(200, r#"{"sub":"ada","org_id":4242}"#, false).await;
+        assert!(
+            matches!(ok, Ok(Verdict::Valid(ref i)) if i.identity.sub == "ada"),
+            "{ok:?}"
+        );
+        for status in [400, 401, 403, 404, 413, 414] {
+            for body in ["", "<html>nope</html>", r#"{"error":"invalid_token"}"#] {
+                assert_eq!(
+                    remote(status, body, false).await,
+                    Ok(Verdict::Invalid),
+                    "{status} {body}"
+                );
+            }
+        }
+        for status in [429, 500, 502, 503] {
+            assert!(
+                matches!(remote(status, "", false).await, Err(LoopwiseError::Unavailable(s)) if s == status),
+                "{status}"
+            );
+        }
+        let t = token(b"k", json!({}));
+        let down = validate(&Mode::Remote, &loopwise(Arc::new(Down), false), &t, NOW).await;
+        assert!(
+            matches!(down, Err(LoopwiseError::Unreachable(_))),
+            "{down:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn introspection_4xx_means_invalid_except_for_our_own_credentials() {
+        let ok = remote(200, r#"{"active":true,"sub":"ada","exp":10060}"#, true).await;
+        assert!(
+            matches!(ok, Ok(Verdict::Valid(ref i)) if i.expires_at == Some(10_060)),
+            "{ok:?}"
+        );
+        assert_eq!(
+            remote(200, r#"{"active":false}"#, true).await,
+            Ok(Verdict::Invalid)
+        );
+        for status in [400, 404, 413, 414] {
+            assert_eq!(
+                remote(status, "", true).await,
+                Ok(Verdict::Invalid),
+                "{status}"
+            );
+        }
+        for status in [401, 403] {
+            let e = remote(status, r#"{"error":"invalid_client"}"#, true).await;
+            assert!(
+                matches!(e, Err(LoopwiseError::Refused { .. })),
+                "{status}: {e:?}"
+            );
+        }
+        for status in [429, 500, 503] {
+            assert!(
+                matches!(
+                    remote(status, "", true).await,
+                    Err(LoopwiseError::Unavailable(_))
+                ),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            remote(302, "", true).await,
+            Err(LoopwiseError::Malformed(_))
+        ));
     }
 }
