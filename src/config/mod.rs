@@ -813,7 +813,7 @@ impl Validator<'_> {
                         || p.bytes().any(|b| b.is_ascii_control() || b == b' ')
                     {
                         self.invalid(&k("path"), &p, "must be a plain path starting with `/` (no query, `%`, `\\` or spaces)");
-                    } else if crate::proxy::path::normalize(&p).as_deref() != Some(p.as_str()) {
+                    } else if !crate::proxy::path::is_normalized(&p) {
                         self.invalid(
                             &k("path"),
                             &p,
@@ -864,9 +864,7 @@ impl Validator<'_> {
             let rewrite = match r.rewrite {
                 None => None,
                 Some(rw) => {
-                    if !rw.starts_with('/')
-                        || crate::proxy::path::normalize(&rw).as_deref() != Some(rw.as_str())
-                    {
+                    if !rw.starts_with('/') || !crate::proxy::path::is_normalized(&rw) {
                         self.invalid(
                             &k("rewrite"),
                             &rw,

@@ -332,35 +332,47 @@ async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         );
     }
     let header = |n: &str| view.headers.get(n).and_then(|v| v.to_str().ok());
+    let refuse = |what: &str| {
+        Reply::json(
+            403,
+            json!({"error": "bad_request", "error_description": format!("the original {what} is not valid")}),
+        )
+    };
     let uri = header("x-forwarded-uri")
         .or_else(|| header("x-original-uri"))
         .unwrap_or("/");
-    let forwarded_host = header("x-forwarded-host").and_then(crate::policy::host::normalize_host);
+    // The front proxy's idea of the host must be as strict as ours: a host we would refuse
+    // must not be judged by the any-host route.
+    let forwarded_host = match header("x-forwarded-host") {
+        Some(h) => match crate::policy::host::parse_authority(h) {
+            Ok(a) => Some(a.host),
+            Err(_) => return refuse("host"),
+        },
+        None => None,
+    };
     let host = forwarded_host.as_deref().or(view.host);
     let method = header("x-forwarded-method")
         .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
         .unwrap_or(http::Method::GET);
-    let (raw_path, query) = match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri, None),
+    // `$request_uri` may carry a fragment; it is never part of the path the app serves.
+    let (raw_path, query) = crate::proxy::path::split_target(uri);
+    let Ok(norm) = crate::proxy::path::normalize(raw_path) else {
+        return refuse("URI");
     };
-    let Some(norm) = crate::proxy::path::normalize(raw_path) else {
-        return Reply::json(
-            403,
-            json!({"error": "bad_request", "error_description": "the original URI is not valid"}),
-        );
-    };
-    let Some(route) = gw.routes.find(host, &norm) else {
+    let Some(route) = gw.routes.find(host, &norm.path) else {
         return Reply::json(
             403,
             json!({"error": "no_route", "error_description": "no route matches the original request"}),
         );
     };
+    if norm.has_params && !route.config.allow_path_params {
+        return refuse("URI");
+    }
     let original = RequestView {
         method: &method,
         host,
         peer: view.peer,
-        path: &norm,
+        path: &norm.path,
         query,
         headers: view.headers,
     };

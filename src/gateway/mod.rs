@@ -163,6 +163,7 @@ impl Gateway {
             Some(secret) => Mode::Local {
                 key: jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()),
                 issuer: loopwise.issuer().to_string(),
+                audience: config.loopwise.audience.clone(),
             },
             None => Mode::Remote,
         };
@@ -349,6 +350,11 @@ impl Gateway {
             Some(Err(())) => return BearerAuth::Invalid,
             Some(Ok(t)) => t,
         };
+        // Not even shaped like a Loopwise token (a JWT of sane size): refused before the
+        // cache, so junk neither costs a call to Loopwise nor fills the negative cache.
+        if !validate::plausible(token) {
+            return BearerAuth::Invalid;
+        }
         let result = self
             .token_cache
             .get(

@@ -35,7 +35,7 @@ pub enum PathError {
     BadUtf8,
     #[error("a path segment ends in a dot or a space")]
     TrailingDotOrSpace,
-    /// Never returned by [`normalize_path`] (which reports `has_params`); for callers
+    /// Never returned by [`normalize`] (which reports `has_params`); for callers
     /// whose route does not accept `;params`.
     #[error("the path contains ';' parameters, which this address does not accept")]
     PathParam,
@@ -92,7 +92,7 @@ impl NormalPath {
 /// empty params (`/admin;/x`) count as params, since the `;` alone is what lenient
 /// servers strip. Params on an empty or dot name (`/;x`, `/.;x`, `/..;x`) are refused:
 /// Tomcat resolves `..;x` as `..`, which a gateway would not.
-pub fn normalize_path(raw: &str) -> Result<NormalPath, PathError> {
+pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -155,9 +155,10 @@ fn join<'a>(segments: impl Iterator<Item = &'a str>, trailing_slash: bool) -> St
     path
 }
 
-/// Compatibility form of [`normalize_path`]: the policy path (params dropped), or `None`.
-pub fn normalize(raw: &str) -> Option<String> {
-    normalize_path(raw).ok().map(|np| np.path)
+/// Whether `p` is already a normalised path without parameters (config values: route
+/// paths and rewrites must be written the way requests are matched).
+pub fn is_normalized(p: &str) -> bool {
+    normalize(p).is_ok_and(|np| !np.has_params && np.path == p)
 }
 
 /// Splits an original request target such as nginx's `$request_uri` (forward-auth's
@@ -358,7 +359,7 @@ mod tests {
             ("%2fadmin", Err(NotAbsolute)),
         ];
         for (input, expected) in cases {
-            assert_eq!(normalize_path(input), expected, "{input}");
+            assert_eq!(normalize(input), expected, "{input}");
         }
     }
 
@@ -404,7 +405,7 @@ mod tests {
             ("/admin%23/../public", EncodedDelimiter),
         ];
         for (input, expected) in cases {
-            assert_eq!(normalize_path(input), Err(expected), "{input}");
+            assert_eq!(normalize(input), Err(expected), "{input}");
         }
     }
 
@@ -430,16 +431,18 @@ mod tests {
             ("/a/b;x/../c", ok("/a/c", "/a/c", false)),
         ];
         for (input, expected) in cases {
-            assert_eq!(normalize_path(input), expected, "{input}");
+            assert_eq!(normalize(input), expected, "{input}");
         }
     }
 
     #[test]
-    fn compatibility_normalize_returns_the_policy_path() {
-        assert_eq!(normalize("/a/../b;x/").as_deref(), Some("/b/"));
-        assert_eq!(normalize("/%61dmin").as_deref(), Some("/admin"));
-        assert_eq!(normalize("/admin."), None);
-        assert_eq!(normalize("/public/..;/admin"), None);
+    fn config_paths_must_be_normalised_and_param_free() {
+        assert!(is_normalized("/app/") && is_normalized("/v2") && is_normalized("/"));
+        for p in [
+            "/a/../b", "/a;x", "/admin.", "//a", "/%61dmin", "/a%3Bb", "a",
+        ] {
+            assert!(!is_normalized(p), "{p}");
+        }
     }
 
     #[test]
@@ -452,7 +455,7 @@ mod tests {
         assert_eq!(split_target("/a"), ("/a", None));
         assert_eq!(split_target(""), ("", None));
         assert_eq!(
-            normalize_path(split_target("/admin#/../public").0),
+            normalize(split_target("/admin#/../public").0),
             plain("/admin")
         );
     }
@@ -484,12 +487,9 @@ mod tests {
     #[test]
     fn normalisation_is_idempotent() {
         for p in ["/a/../b/./c//d/", "/%7euser/x", "/x%20y/", "/a;x/b;%41"] {
-            let once = normalize_path(p).unwrap();
-            assert_eq!(normalize_path(&once.upstream).unwrap(), once, "{p}");
-            assert_eq!(
-                normalize_path(&once.path).unwrap(),
-                plain(&once.path).unwrap()
-            );
+            let once = normalize(p).unwrap();
+            assert_eq!(normalize(&once.upstream).unwrap(), once, "{p}");
+            assert_eq!(normalize(&once.path).unwrap(), plain(&once.path).unwrap());
         }
     }
 
@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn upstream_strip_and_rewrite_keep_params_past_the_prefix() {
-        let np = normalize_path("/app;v=1/api;x/me").unwrap();
+        let np = normalize("/app;v=1/api;x/me").unwrap();
         assert_eq!(np.path, "/app/api/me");
         assert_eq!(np.strip_upstream("/app/"), "/api;x/me");
         assert_eq!(np.strip_upstream("/app/api"), "/me");
@@ -520,10 +520,10 @@ mod tests {
         assert_eq!(np.strip_upstream("/other"), "/app;v=1/api;x/me");
         assert_eq!(np.rewrite_upstream("/app", "/v2/"), "/v2/api;x/me");
         assert_eq!(np.rewrite_upstream("/app/api/me", "/v2"), "/v2");
-        let end = normalize_path("/app;x/").unwrap();
+        let end = normalize("/app;x/").unwrap();
         assert_eq!(end.strip_upstream("/app"), "/");
         assert_eq!(end.rewrite_upstream("/app", "/new/"), "/new/");
-        let bare = normalize_path("/app;x").unwrap();
+        let bare = normalize("/app;x").unwrap();
         assert_eq!(bare.strip_upstream("/app"), "/");
         assert_eq!(bare.rewrite_upstream("/app", "/v2"), "/v2");
     }
@@ -681,7 +681,7 @@ mod tests {
             "/admin%3fx",
         ] {
             assert_eq!(lenient(attack), "/admin", "{attack}");
-            assert!(normalize_path(attack).is_err(), "{attack}");
+            assert!(normalize(attack).is_err(), "{attack}");
         }
     }
 
@@ -694,7 +694,7 @@ mod tests {
         let (mut accepted, mut with_params, mut refused) = (0, 0, 0);
         for _ in 0..2000 {
             let raw = raw_path().new_tree(&mut runner).unwrap().current();
-            match normalize_path(&raw) {
+            match normalize(&raw) {
                 Ok(np) => {
                     accepted += 1;
                     with_params += usize::from(np.has_params);
@@ -713,9 +713,9 @@ mod tests {
 
         #[test]
         fn prop_idempotent(raw in raw_path()) {
-            if let Ok(np) = normalize_path(&raw) {
-                prop_assert_eq!(normalize_path(&np.upstream), Ok(np.clone()));
-                prop_assert_eq!(normalize_path(&np.path), plain(&np.path));
+            if let Ok(np) = normalize(&raw) {
+                prop_assert_eq!(normalize(&np.upstream), Ok(np.clone()));
+                prop_assert_eq!(normalize(&np.path), plain(&np.path));
                 prop_assert_eq!(np.has_params, np.upstream.contains(';'));
                 prop_assert_eq!(np.has_params, np.path != np.upstream);
             }
@@ -723,7 +723,7 @@ mod tests {
 
         #[test]
         fn prop_upstream_reads_what_policy_decided(raw in raw_path()) {
-            if let Ok(np) = normalize_path(&raw) {
+            if let Ok(np) = normalize(&raw) {
                 let policy = decode_once(&np.path);
                 prop_assert_eq!(lenient(&np.path), policy.clone(), "path {}", np.path);
                 prop_assert_eq!(lenient(&np.upstream), policy, "upstream {}", np.upstream);
@@ -736,7 +736,7 @@ mod tests {
             raw in raw_path(),
             prefix in prop::sample::select(&["/", "/admin", "/admin/", "/a/", "/public/a"][..]),
         ) {
-            if let Ok(np) = normalize_path(&raw) {
+            if let Ok(np) = normalize(&raw) {
                 let stripped = strip(&np.path, prefix);
                 let up = np.strip_upstream(prefix);
                 prop_assert_eq!(lenient(&up), decode_once(&stripped));
@@ -750,27 +750,27 @@ mod tests {
 
         #[test]
         fn prop_no_panic_on_any_string(raw in any::<String>()) {
-            let _ = normalize_path(&raw);
+            let _ = normalize(&raw);
             let _ = split_target(&raw);
             let with_slash = format!("/{raw}");
-            if let Ok(np) = normalize_path(&with_slash) {
-                prop_assert_eq!(normalize_path(&np.upstream), Ok(np));
+            if let Ok(np) = normalize(&with_slash) {
+                prop_assert_eq!(normalize(&np.upstream), Ok(np));
             }
         }
 
         #[test]
         fn prop_no_panic_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
             let raw = String::from_utf8_lossy(&bytes);
-            let _ = normalize_path(&raw);
-            let _ = normalize_path(&format!("/{raw}"));
+            let _ = normalize(&raw);
+            let _ = normalize(&format!("/{raw}"));
         }
 
         #[test]
         fn prop_refusal_survives_a_suffix_segment(raw in raw_path(), suffix in raw_path()) {
             // (The empty string is the one refused path that a suffix makes absolute.)
-            if !raw.is_empty() && normalize_path(&raw).is_err() {
+            if !raw.is_empty() && normalize(&raw).is_err() {
                 let longer = format!("{raw}/{suffix}");
-                prop_assert!(normalize_path(&longer).is_err(), "{}", longer);
+                prop_assert!(normalize(&longer).is_err(), "{}", longer);
             }
         }
 

@@ -11,6 +11,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// Close the connection after this reply (the rest of the request cannot be trusted,
+    /// e.g. after a framing error: reading on could smuggle the next request).
+    pub close: bool,
 }
 
 impl Reply {
@@ -19,7 +22,14 @@ impl Reply {
             status,
             headers: vec![("cache-control", "no-store".into())],
             body: Bytes::new(),
+            close: false,
         }
+    }
+
+    /// This reply ends the connection.
+    pub fn closing(mut self) -> Reply {
+        self.close = true;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {

@@ -16,6 +16,7 @@ use super::respond::Reply;
 use super::routes::Route;
 use crate::config::AuthKind;
 use crate::gateway::{Authenticated, Decision, Gateway, RequestView};
+use crate::policy::host::{Authority, HostError};
 
 /// Per-request state shared across pingora's phases.
 #[derive(Default)]
@@ -29,6 +30,8 @@ pub struct Ctx {
     set_cookies: Vec<String>,
     started: Option<Instant>,
     outcome: &'static str,
+    /// The request's checked authority (`None`: an HTTP/1.0 request without `Host`).
+    authority: Option<Authority>,
     /// The backend of the current attempt, its `Host`, and backends already tried.
     backend: Option<SocketAddr>,
     upstream_authority: Option<String>,
@@ -43,12 +46,10 @@ pub struct Ctx {
     request_id: String,
 }
 
-/// The client's `X-Request-Id` if it is short and printable, else a fresh random one.
+/// The client's `X-Request-Id` when it is a plain token, else a fresh random one (a
+/// client-chosen id must not be able to forge log fields).
 fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+    headers::client_request_id(headers)
         .map(str::to_string)
         .unwrap_or_else(|| {
             crate::random::bytes::<16>()
@@ -65,6 +66,9 @@ pub struct LoopgateProxy {
 /// Writes a gateway-made response: always with `Content-Length`, so the connection can be
 /// kept alive (pingora's `respond_error` would close it).
 pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
+    if reply.close {
+        session.set_keepalive(None);
+    }
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
     for (k, v) in reply.headers {
         resp.append_header(k, v)?;
@@ -80,13 +84,23 @@ pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
     Ok(())
 }
 
-/// The request's host: `Host` (HTTP/1.1) or the URI authority (HTTP/2).
-pub fn request_host(req: &RequestHeader) -> Option<String> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .and_then(crate::policy::host::normalize_host)
+/// The request's authority, checked: from an absolute-form target or HTTP/2's
+/// `:authority`, else the single `Host` field; `Err` for anything ambiguous or malformed.
+pub fn request_authority(req: &RequestHeader) -> std::result::Result<Option<Authority>, HostError> {
+    let fields: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let h2 = req.version == http::Version::HTTP_2;
+    // An origin-form target has no authority; only absolute-form (and HTTP/2) carry one.
+    let target = if h2 || req.uri.scheme().is_some() {
+        req.uri.authority().map(|a| a.as_str())
+    } else {
+        None
+    };
+    crate::policy::host::request_authority(&fields, target, req.version == http::Version::HTTP_11)
 }
 
 /// Methods safe to send to a second backend after a connection failure.
@@ -114,16 +128,32 @@ impl LoopgateProxy {
         let req = session.req_header();
         ctx.request_id = request_id(&req.headers);
         ctx.navigation = crate::policy::navigation::is_navigation(&req.method, &req.headers);
-        let Some(norm) = path::normalize(req.uri.path()) else {
-            ctx.outcome = "bad_path";
-            return Some(Reply::error(
-                400,
-                ctx.navigation,
-                "bad_request",
-                "This address is not valid",
-            ));
+        let bad = |ctx: &mut Ctx, outcome: &'static str, message: &str| {
+            ctx.outcome = outcome;
+            Some(Reply::error(400, ctx.navigation, "bad_request", message))
         };
-        let host = request_host(req);
+        // Framing first: when it is ambiguous nothing after this request can be trusted,
+        // so the answer also ends the connection.
+        if let Err(e) = super::framing::request_framing(&req.headers) {
+            tracing::info!(error = %e, "refused a request with ambiguous framing");
+            return bad(ctx, "bad_framing", "This request is not valid").map(Reply::closing);
+        }
+        let authority = match request_authority(req) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "refused a request with a bad host");
+                return bad(ctx, "bad_host", "This request names no valid host");
+            }
+        };
+        let host = authority.as_ref().map(|a| a.host.clone());
+        ctx.authority = authority;
+        let norm = match path::normalize(req.uri.path()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "refused a request path");
+                return bad(ctx, "bad_path", "This address is not valid");
+            }
+        };
         let view = RequestView {
             method: &req.method,
             host: host.as_deref(),
@@ -131,25 +161,29 @@ impl LoopgateProxy {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            path: &norm,
+            path: &norm.path,
             query: req.uri.query(),
             headers: &req.headers,
         };
-        if path::under_prefix(&norm, &gw.config.server.prefix) {
+        if path::under_prefix(&norm.path, &gw.config.server.prefix) {
+            if norm.has_params {
+                return bad(ctx, "bad_path", "This address is not valid");
+            }
             ctx.outcome = "endpoint";
             return Some(gw.endpoint(&view, now).await);
         }
-        let Some(route) = gw.routes.find(host.as_deref(), &norm) else {
+        let Some(route) = gw.routes.find(host.as_deref(), &norm.path) else {
             ctx.outcome = "no_route";
             return Some(Reply::error(404, ctx.navigation, "not_found", "Not found"));
         };
         ctx.route = Some(route.clone());
         let rc = &route.config;
-        let upstream_path = match (&rc.rewrite, rc.strip_prefix) {
-            (Some(rw), _) => path::rewrite(&norm, &rc.path, rw),
-            (None, true) => path::strip(&norm, &rc.path),
-            (None, false) => norm.clone(),
-        };
+        // `;params` only where the route opts in, and never inside the route's own prefix
+        // (the prefix could not be stripped or matched the same way upstream).
+        if norm.has_params && (!rc.allow_path_params || !route.covers(&norm.upstream)) {
+            return bad(ctx, "bad_path", "This address is not valid");
+        }
+        let upstream_path = route.upstream_path(&norm.upstream);
         ctx.upstream_uri = match req.uri.query() {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path,
@@ -261,9 +295,12 @@ impl ProxyHttp for LoopgateProxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        let authenticated_route = route.config.auth != AuthKind::Public;
+        // The client's `Authorization` is replaced on login and api routes, and removed on
+        // public ones unless the route passes it on.
+        let strip_authorization =
+            route.config.auth != AuthKind::Public || !route.config.pass_authorization;
         let upgrade = headers::is_upgrade(&upstream.headers);
-        for name in headers::to_remove(&upstream.headers, authenticated_route) {
+        for name in headers::to_remove(&upstream.headers, strip_authorization) {
             if upgrade && name.eq_ignore_ascii_case("connection") {
                 continue;
             }
@@ -281,60 +318,42 @@ impl ProxyHttp for LoopgateProxy {
                 upstream.insert_header(k, v)?;
             }
         }
-        let original_host = upstream
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| upstream.uri.authority().map(|a| a.to_string()));
         let uri: http::Uri = ctx
             .upstream_uri
             .parse()
             .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream uri"))?;
         upstream.set_uri(uri);
-        if !route.config.preserve_host {
-            if let Some(a) = &ctx.upstream_authority {
-                upstream.insert_header("host", a.as_str())?;
-            }
+        let client_host = ctx.authority.as_ref().map(Authority::to_header);
+        // The routed host, normalised (never the raw field), or the upstream's own.
+        match (
+            &client_host,
+            route.config.preserve_host,
+            &ctx.upstream_authority,
+        ) {
+            (Some(h), true, _) => upstream.insert_header("host", h.as_str())?,
+            (_, _, Some(a)) => upstream.insert_header("host", a.as_str())?,
+            _ => {}
         }
-        // X-Forwarded-*: extended when the peer is a trusted proxy, replaced otherwise.
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = peer.is_some_and(|p| gw.config.server.trusted_proxies.contains(p));
-        let keep = |name: &str| -> Option<String> {
-            if !trusted {
-                return None;
-            }
-            upstream
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
+        let proto = if gw.config.server.secure {
+            "https"
+        } else {
+            "http"
         };
-        let xff = match (keep("x-forwarded-for"), peer) {
-            (Some(chain), Some(p)) => Some(format!("{chain}, {p}")),
-            (_, Some(p)) => Some(p.to_string()),
-            (chain, None) => chain,
-        };
-        let proto = keep("x-forwarded-proto").unwrap_or_else(|| {
-            if gw.config.server.secure {
-                "https"
-            } else {
-                "http"
-            }
-            .to_string()
-        });
-        let fwd_host = keep("x-forwarded-host").or(original_host);
-        upstream.remove_header("x-forwarded-for");
-        if let Some(x) = xff {
-            upstream.insert_header("x-forwarded-for", x)?;
-        }
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        upstream.remove_header("x-forwarded-host");
-        if let Some(h) = fwd_host {
-            upstream.insert_header("x-forwarded-host", h)?;
+        // Computed from the client's headers as received: `to_remove` above already took
+        // every forwarding header (in any spelling) off the upstream request.
+        let fwd = super::forwarded::forwarding(
+            &session.req_header().headers,
+            peer,
+            &gw.config.server.trusted_proxies,
+            proto,
+            client_host.as_deref(),
+        );
+        for (name, value) in fwd.headers() {
+            upstream.append_header(name, value)?;
         }
         Ok(())
     }
@@ -346,6 +365,15 @@ impl ProxyHttp for LoopgateProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = resp.status.as_u16();
+        // An upstream's ambiguous framing is not passed on to the client (nor read on).
+        if let Err(e) = super::framing::response_framing(&resp.headers) {
+            tracing::warn!(error = %e, "refused an upstream response with ambiguous framing");
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "ambiguous upstream response framing",
+            )
+            .into_up());
+        }
         if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started.take()) {
             self.gw(ctx)
                 .metrics
