@@ -214,8 +214,8 @@ async fn spoofed_identity_headers_and_gateway_cookies_are_stripped() {
     assert!(echo["headers"].get("x_forwarded_user").is_none());
     assert_eq!(
         echoed(&echo, "authorization"),
-        Some("Bearer client-own"),
-        "public routes keep the client's own"
+        None,
+        "public routes drop the client's Authorization unless pass_authorization = true"
     );
 }
 
