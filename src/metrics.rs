@@ -248,7 +248,10 @@ mod tests {
         assert!(text.contains("loopgate_build_info{version="));
         assert!(text.contains("loopgate_refresh_total{result=\"ok\"} 1"));
         // Unlabelled series exist (at 0) before the first event, so a first one is a rise.
-        assert!(text.contains("loopgate_connections_refused_total 0"), "{text}");
+        assert!(
+            text.contains("loopgate_connections_refused_total 0"),
+            "{text}"
+        );
         assert!(text.contains("loopgate_header_timeouts_total 0"), "{text}");
         assert!(text.contains("loopgate_connections_open 0"), "{text}");
         assert_eq!(status_class(204), "2xx");

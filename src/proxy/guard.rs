@@ -78,7 +78,11 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Wraps a pingora HTTP app (e.g. `http_proxy(..)`) in the connection cap and the header
 /// deadline. The two share per-connection state, so they come only as this pair.
-pub fn guard<A>(app: A, limits: LimitsFn, metrics: Arc<Metrics>) -> ConnectionLimit<HeaderDeadline<A>>
+pub fn guard<A>(
+    app: A,
+    limits: LimitsFn,
+    metrics: Arc<Metrics>,
+) -> ConnectionLimit<HeaderDeadline<A>>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
@@ -439,7 +443,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for HeaderDeadline<
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.inner.clone().process_custom_session(stream, shutdown).await
+        self.inner
+            .clone()
+            .process_custom_session(stream, shutdown)
+            .await
     }
 }
 
@@ -586,7 +593,10 @@ mod tests {
             "{took:?}"
         );
         assert_eq!(m.header_timeouts.get(), 1);
-        assert!(trickle.await.unwrap(), "the client saw its connection closed");
+        assert!(
+            trickle.await.unwrap(),
+            "the client saw its connection closed"
+        );
         assert_eq!(m.connections_open.get(), 0, "the slot was given back");
     }
 
