@@ -27,10 +27,22 @@ pub struct Metrics {
     pub token_cache_entries: IntGauge,
     pub backend_healthy: IntGaugeVec,
     pub config_reloads: IntCounterVec,
+    /// Downstream connections open now, and those refused over `server.max_connections`.
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
+    /// Connections closed because a request header did not arrive within
+    /// `server.header_timeout`.
+    pub header_timeouts: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
@@ -95,6 +107,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(refresh_coalesced.clone()))
+            .expect("unique metric");
+        let connections_open = IntGauge::new(
+            "connections_open",
+            "Downstream connections open on the proxy listener.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(connections_open.clone()))
             .expect("unique metric");
         let m = Metrics {
             requests: counter(
@@ -166,6 +185,17 @@ impl Metrics {
                 "Config reloads, by result.",
                 &["result"],
             ),
+            connections_open,
+            connections_refused: plain_counter(
+                &r,
+                "connections_refused_total",
+                "Downstream connections refused because server.max_connections were open.",
+            ),
+            header_timeouts: plain_counter(
+                &r,
+                "header_timeouts_total",
+                "Connections closed because a request header took longer than server.header_timeout.",
+            ),
             registry: r,
         };
         // Series that alerts use exist from the start (at 0), so a first failure is a rise.
@@ -217,6 +247,13 @@ mod tests {
         );
         assert!(text.contains("loopgate_build_info{version="));
         assert!(text.contains("loopgate_refresh_total{result=\"ok\"} 1"));
+        // Unlabelled series exist (at 0) before the first event, so a first one is a rise.
+        assert!(
+            text.contains("loopgate_connections_refused_total 0"),
+            "{text}"
+        );
+        assert!(text.contains("loopgate_header_timeouts_total 0"), "{text}");
+        assert!(text.contains("loopgate_connections_open 0"), "{text}");
         assert_eq!(status_class(204), "2xx");
         assert_eq!(status_class(0), "error");
     }

@@ -304,10 +304,19 @@ pub fn build_server(
     let tls = gateway.config.server.tls.clone();
     let live_tls = live.clone();
     let tls_resolver = &live_tls.tls;
+    // Limits are read from the live gateway per connection, so a reload applies them.
+    let live_limits = live.clone();
+    let limits: crate::proxy::guard::LimitsFn =
+        Arc::new(move || crate::proxy::guard::Limits::of(&live_limits.current().config.server));
+    // Settle outermost: its clean-up delay comes before the guard's and the proxy's.
     let mut svc = pingora::services::listening::Service::new(
         "loopgate".into(),
         crate::proxy::settle::Settle::new(
-            pingora::proxy::http_proxy(&server.configuration, LoopgateProxy { live }),
+            crate::proxy::guard::guard(
+                pingora::proxy::http_proxy(&server.configuration, LoopgateProxy { live }),
+                limits,
+                gateway.metrics.clone(),
+            ),
             crate::proxy::settle::SETTLE,
         ),
     );

@@ -222,6 +222,17 @@ impl ProxyHttp for LoopgateProxy {
         }
     }
 
+    /// pingora calls this for every HTTP/1 request once its header is parsed, because the
+    /// header deadline (`proxy::guard`) puts its marker in the connection context.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut PSession,
+        _ctx: &mut Ctx,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        let _ = super::guard::header_arrived(prev_ctx);
+    }
+
     async fn request_filter(&self, session: &mut PSession, ctx: &mut Ctx) -> Result<bool> {
         match self.decide(session, ctx).await {
             Some(reply) => {
