@@ -211,7 +211,7 @@ async fn starts_during_a_loopwise_outage_and_catches_up() {
     assert!(r.body.contains("Loopwise is unreachable"), "{}", r.body);
     let r = http()
         .get(format!("{}/api/y", setup.public_url))
-        .bearer_auth("some-token")
+        .bearer_auth("some.jwt-shaped.token")
         .send()
         .await
         .unwrap();

@@ -295,7 +295,7 @@ async fn invalid_tokens_get_401_and_are_negatively_cached() {
     );
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_token");
     for i in 0..2 {
-        let r = api_get(&rig, "/api/x", "not-a-real-token").await;
+        let r = api_get(&rig, "/api/x", "not.a-real.token").await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "try {i}");
         assert!(r.headers().get("location").is_none());
     }
