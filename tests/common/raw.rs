@@ -522,7 +522,8 @@ pub struct ReadLimits {
     pub first: Duration,
     /// For more bytes once something arrived (and after each complete response).
     pub idle: Duration,
-    /// Stop as soon as this many responses are complete (then wait `grace` for extras).
+    /// Stop as soon as this many final (non-1xx) responses are complete (then wait
+    /// `grace` for extras).
     pub expect: Option<usize>,
     pub grace: Duration,
 }
@@ -571,8 +572,12 @@ impl RawClient {
         let mut chunk = vec![0u8; 16 * 1024];
         let mut got_any = false;
         while !self.closed {
+            let finals = responses
+                .iter()
+                .filter(|r: &&RawResponse| r.status >= 200)
+                .count();
             let wait = match limits.expect {
-                Some(n) if responses.len() >= n => limits.grace,
+                Some(n) if finals >= n => limits.grace,
                 _ if got_any => limits.idle,
                 _ => limits.first,
             };
