@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gw;
+pub mod raw;
 
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
