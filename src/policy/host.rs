@@ -222,8 +222,44 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     parse_authority(raw).ok().map(|a| a.host)
 }
 
+/// The authority of an absolute-form request target (`GET http://host/x HTTP/1.1`), read
+/// from the raw request line: pingora keeps only the path of such a target, but it is
+/// what the request is addressed to (RFC 9112 §3.2.2). `None` for origin-form targets.
+pub fn absolute_form_authority(head: &[u8]) -> Option<&str> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let mut parts = line.split(|&b| b == b' ');
+    let _method = parts.next()?;
+    let target = parts.next()?;
+    let scheme_len = [&b"http://"[..], b"https://"]
+        .iter()
+        .find(|s| target.len() >= s.len() && target[..s.len()].eq_ignore_ascii_case(s))?
+        .len();
+    let rest = &target[scheme_len..];
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn absolute_form_targets_name_their_authority() {
+        use super::absolute_form_authority as auth;
+        assert_eq!(
+            auth(b"GET http://admin.example.edu/x HTTP/1.1\r\n\r\n"),
+            Some("admin.example.edu")
+        );
+        assert_eq!(
+            auth(b"GET HTTPS://a.b:8443?q HTTP/1.1\r\n"),
+            Some("a.b:8443")
+        );
+        assert_eq!(auth(b"GET http://a.b HTTP/1.1\r\n"), Some("a.b"));
+        assert_eq!(auth(b"GET /x HTTP/1.1\r\nHost: http://evil/\r\n"), None);
+        assert_eq!(auth(b"OPTIONS * HTTP/1.1\r\n"), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

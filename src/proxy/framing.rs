@@ -93,8 +93,32 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
+/// Whether a raw HTTP/1 request head carries a `Content-Length` field. pingora drops
+/// `Content-Length` from the parsed header when `Transfer-Encoding` is present (RFC 9112
+/// §6.3), so a request that sent both can only be recognised in the bytes as received.
+pub fn raw_head_has_content_length(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn content_length_is_found_in_the_raw_head() {
+        use super::raw_head_has_content_length as has;
+        assert!(has(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(has(b"POST / HTTP/1.1\r\ncontent-LENGTH:5\r\n\r\n"));
+        assert!(!has(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n"
+        ));
+        assert!(
+            !has(b"POST /content-length: HTTP/1.1\r\n\r\n"),
+            "not in the request line"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
     use FramingError::*;

@@ -18,7 +18,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 
 use crate::config::{RouteConfig, Upstream};
-use crate::proxy::path::under_prefix;
+use crate::proxy::path::{under_prefix, NormalPath};
 
 /// How often upstream host names are resolved again.
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
@@ -122,24 +122,30 @@ impl Route {
         }
     }
 
-    /// The path sent upstream for a normalised path this route covers: the prefix
-    /// stripped or rewritten when configured, otherwise the path as it is.
-    pub fn upstream_path(&self, path: &str) -> String {
+    /// The path sent upstream for a request path this route covers: the prefix stripped
+    /// or rewritten when configured (segment-wise, so `;params` past it are kept),
+    /// otherwise the path as normalised, params included.
+    pub fn upstream_path(&self, np: &NormalPath) -> String {
         let rc = &self.config;
         if rc.rewrite.is_none() && !rc.strip_prefix {
-            return path.to_string();
+            return np.upstream.clone();
         }
         // Under `case_insensitive`, `/ADMIN/x` is stripped like `/admin/x`.
-        let base = rc.path.trim_end_matches('/');
-        let canonical = match path.get(..base.len()) {
-            Some(head) if rc.case_insensitive && head.eq_ignore_ascii_case(base) => {
-                format!("{base}{}", &path[base.len()..])
-            }
-            _ => path.to_string(),
+        let (np, prefix) = if rc.case_insensitive {
+            let lowered = NormalPath {
+                path: np.path.to_ascii_lowercase(),
+                ..np.clone()
+            };
+            (
+                std::borrow::Cow::Owned(lowered),
+                rc.path.to_ascii_lowercase(),
+            )
+        } else {
+            (std::borrow::Cow::Borrowed(np), rc.path.clone())
         };
         match &rc.rewrite {
-            Some(rw) => super::path::rewrite(&canonical, &rc.path, rw),
-            None => super::path::strip(&canonical, &rc.path),
+            Some(rw) => np.rewrite_upstream(&prefix, rw),
+            None => np.strip_upstream(&prefix),
         }
     }
 
@@ -374,8 +380,10 @@ mod tests {
         }
         assert_eq!(name("/administrator").as_deref(), Some("root"));
         let r = t.find(None, "/ADMIN/x").unwrap();
-        assert_eq!(r.upstream_path("/ADMIN/x"), "/x");
-        assert_eq!(r.upstream_path("/Admin"), "/");
+        let np = |p: &str| crate::proxy::path::normalize(p).unwrap();
+        assert_eq!(r.upstream_path(&np("/ADMIN/x")), "/x");
+        assert_eq!(r.upstream_path(&np("/Admin")), "/");
+        assert_eq!(r.upstream_path(&np("/ADMIN;jsessionid=1/Y;z")), "/Y;z");
         let strict = table(&[
             config("root", None, "/", &[1]),
             config("admin", None, "/admin", &[1]),

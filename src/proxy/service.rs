@@ -86,19 +86,21 @@ pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
 
 /// The request's authority, checked: from an absolute-form target or HTTP/2's
 /// `:authority`, else the single `Host` field; `Err` for anything ambiguous or malformed.
-pub fn request_authority(req: &RequestHeader) -> std::result::Result<Option<Authority>, HostError> {
+pub fn request_authority(
+    req: &RequestHeader,
+    raw_head: &[u8],
+) -> std::result::Result<Option<Authority>, HostError> {
     let fields: Vec<&[u8]> = req
         .headers
         .get_all(http::header::HOST)
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    let h2 = req.version == http::Version::HTTP_2;
-    // An origin-form target has no authority; only absolute-form (and HTTP/2) carry one.
-    let target = if h2 || req.uri.scheme().is_some() {
+    // An origin-form target has no authority; absolute-form and HTTP/2 carry one.
+    let target = if req.version == http::Version::HTTP_2 {
         req.uri.authority().map(|a| a.as_str())
     } else {
-        None
+        crate::policy::host::absolute_form_authority(raw_head)
     };
     crate::policy::host::request_authority(&fields, target, req.version == http::Version::HTTP_11)
 }
@@ -134,11 +136,26 @@ impl LoopgateProxy {
         };
         // Framing first: when it is ambiguous nothing after this request can be trusted,
         // so the answer also ends the connection.
-        if let Err(e) = super::framing::request_framing(&req.headers) {
+        let raw_head = if req.version == http::Version::HTTP_2 {
+            bytes::Bytes::new()
+        } else {
+            session.as_downstream().to_h1_raw()
+        };
+        let framing = super::framing::request_framing(&req.headers).and_then(|f| {
+            // pingora has already dropped a `Content-Length` sent with `chunked`.
+            if f == super::framing::Framing::Chunked
+                && super::framing::raw_head_has_content_length(&raw_head)
+            {
+                Err(super::framing::FramingError::LengthAndChunked)
+            } else {
+                Ok(f)
+            }
+        });
+        if let Err(e) = framing {
             tracing::info!(error = %e, "refused a request with ambiguous framing");
             return bad(ctx, "bad_framing", "This request is not valid").map(Reply::closing);
         }
-        let authority = match request_authority(req) {
+        let authority = match request_authority(req, &raw_head) {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "refused a request with a bad host");
@@ -178,12 +195,11 @@ impl LoopgateProxy {
         };
         ctx.route = Some(route.clone());
         let rc = &route.config;
-        // `;params` only where the route opts in, and never inside the route's own prefix
-        // (the prefix could not be stripped or matched the same way upstream).
-        if norm.has_params && (!rc.allow_path_params || !route.covers(&norm.upstream)) {
+        // `;params` only where the route opts in (policy then ignores them).
+        if norm.has_params && !rc.allow_path_params {
             return bad(ctx, "bad_path", "This address is not valid");
         }
-        let upstream_path = route.upstream_path(&norm.upstream);
+        let upstream_path = route.upstream_path(&norm);
         ctx.upstream_uri = match req.uri.query() {
             Some(q) => format!("{upstream_path}?{q}"),
             None => upstream_path,
