@@ -72,6 +72,7 @@ struct Shared {
     conns: Mutex<Vec<RawConn>>,
     response: Mutex<Vec<u8>>,
     keep_bytes: std::sync::atomic::AtomicBool,
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -101,6 +102,7 @@ impl RawUpstream {
             conns: Mutex::new(Vec::new()),
             response: Mutex::new(response.to_vec()),
             keep_bytes: std::sync::atomic::AtomicBool::new(true),
+            delay_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let s = shared.clone();
         tokio::spawn(async move {
@@ -125,6 +127,14 @@ impl RawUpstream {
     /// Answers later requests with `response` instead.
     pub fn set_response(&self, response: &[u8]) {
         *self.shared.response.lock().unwrap() = response.to_vec();
+    }
+
+    /// Waits this long before answering each request (a slow application).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Whether to keep the raw bytes (on by default; a long fuzz run turns it off so the
@@ -187,6 +197,10 @@ async fn serve(mut stream: TcpStream, id: usize, shared: Arc<Shared>) {
                         .any(|v| v.to_ascii_lowercase().contains("close"));
                     shared.with(|c| c[id].requests.push(req));
                     let response = shared.response.lock().unwrap().clone();
+                    let delay = shared.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
                     if stream.write_all(&response).await.is_err() || close {
                         return;
                     }
