@@ -323,10 +323,23 @@ auth = "public"
                 up.request_count()
             )
         });
-        f.check(reply.status() == 502, || {
-            format!("{path}: expected 502, got {}", reply.summary())
-        });
         let raw = String::from_utf8_lossy(&reply.raw).to_ascii_lowercase();
+        if path.starts_with("/cl-te") {
+            // pingora (as RFC 9112 §6.3 tells an intermediary) drops the Content-Length
+            // of a response that also says chunked, before our hooks see the header: the
+            // client gets one framing, chunked, and the body as chunked.
+            f.check(
+                reply.status() == 502
+                    || (raw.contains("transfer-encoding: chunked")
+                        && !raw.contains("content-length")
+                        && raw.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n")),
+                || format!("{path}: expected 502 or a purely chunked answer, got {raw:?}"),
+            );
+        } else {
+            f.check(reply.status() == 502, || {
+                format!("{path}: expected 502, got {}", reply.summary())
+            });
+        }
         let leaked = raw.contains("content-length: 5, 5")
             || (raw.contains("transfer-encoding: chunked")
                 && raw.contains("content-length: 5\r\n"));
