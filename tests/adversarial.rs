@@ -920,6 +920,9 @@ async fn request_id_from_the_client_is_used_only_when_sane() {
     let mut f = Findings::default();
     for (sent, keep) in [
         ("evil\" level=error msg=forged", false),
+        // No spaces, all visible: what the old "printable and short" rule let through.
+        ("x\"level=error,msg=\"forged\"", false),
+        ("{\"level\":\"error\"}", false),
         (long.as_str(), false),
         ("req-123.A_b", true),
     ] {
