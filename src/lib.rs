@@ -24,3 +24,18 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod token;
+
+/// Shared by the unit tests' property tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Cases per property test: `PROPTEST_CASES` (more in a long run), else 2000, enough
+    /// for every `scripts/test` run to exercise the parsers without slowing CI.
+    pub fn proptest_cases() -> proptest::test_runner::Config {
+        proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+        )
+    }
+}

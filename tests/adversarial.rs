@@ -434,19 +434,7 @@ async fn path_variants_are_refused_and_nothing_reaches_the_upstream() {
     assert_eq!(reply.status(), 200, "{}", reply.summary());
     assert_eq!(upstream.len(), 1);
 
-    for path in [
-        "/admin;x",
-        "/admin;jsessionid=1/secret",
-        "/admin;/secret",
-        "/admin%3Bx",
-        "/admin.",
-        "/admin%2e",
-        "/admin./secret",
-        "/admin%20",
-        "/admin%c0%af",
-        "/%2561dmin",
-        "/admin..;/",
-    ] {
+    for &path in ADMIN_VARIANTS {
         let (reply, upstream) = lab.get(path, &[&student]).await;
         f.check(reply.status() == 400, || {
             format!("student {path}: expected 400, got {}", reply.summary())
@@ -458,11 +446,7 @@ async fn path_variants_are_refused_and_nothing_reaches_the_upstream() {
             )
         });
     }
-    for path in [
-        "/public/..%3B/admin",
-        "/public/%252e%252e/admin",
-        "/public/%c0%ae%c0%ae/admin",
-    ] {
+    for &path in PUBLIC_CLIMBS {
         let (reply, upstream) = lab.get(path, &[]).await;
         f.check(reply.status() == 400, || {
             format!("anonymous {path}: expected 400, got {}", reply.summary())

@@ -111,20 +111,6 @@ const PATHS: &[&str] = &[
     "/oauth2/callback?code=x&state=y",
     "/oauth2/userinfo",
     "/oauth2/auth",
-    "/admin;x",
-    "/admin;jsessionid=1/secret",
-    "/admin;/secret",
-    "/admin%3Bx",
-    "/admin.",
-    "/admin%2e",
-    "/admin./secret",
-    "/admin%20",
-    "/admin%c0%af",
-    "/%2561dmin",
-    "/admin..;/",
-    "/public/..%3B/admin",
-    "/public/%252e%252e/admin",
-    "/public/%c0%ae%c0%ae/admin",
     "/admin%23x",
     "/admin%3fx",
     "/admin#/../public",
@@ -296,7 +282,8 @@ impl Generator {
         let base = if r.chance(45) {
             *r.pick(&["/public/x", "/public/ok", "/public/"])
         } else {
-            *r.pick(PATHS)
+            let list = *r.pick(&[PATHS, ADMIN_VARIANTS, PUBLIC_CLIMBS]);
+            *r.pick(list)
         };
         let mut p = base.as_bytes().to_vec();
         let edits = if r.chance(60) { r.below(4) } else { 0 };

@@ -479,14 +479,7 @@ mod tests {
         );
     }
 
-    fn cases() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     /// Strings made mostly of authority characters, so that many of them parse.
     fn authority_like() -> impl Strategy<Value = String> {

@@ -521,14 +521,7 @@ mod tests {
         }
     }
 
-    fn cases() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     fn any_ip() -> impl Strategy<Value = IpAddr> {
         prop_oneof![

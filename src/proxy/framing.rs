@@ -261,14 +261,7 @@ mod tests {
         assert_eq!(trim_ows(b" a b "), b"a b");
     }
 
-    fn cases() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     /// Header values: any bytes `http::HeaderValue` accepts, biased towards digits,
     /// commas, spaces and the word `chunked`.

@@ -317,14 +317,7 @@ mod tests {
         assert_eq!(client_request_id(&obs), None);
     }
 
-    fn cases() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     /// A protected name with random case and random `-`/`_`, or an arbitrary name.
     fn header_name() -> impl Strategy<Value = String> {

@@ -530,14 +530,7 @@ mod tests {
 
     // ---- property tests -------------------------------------------------------------
 
-    fn config() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as config;
 
     const ALPHABET: &[&str] = &[
         "admin",

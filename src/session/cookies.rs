@@ -212,14 +212,7 @@ mod tests {
         );
     }
 
-    fn cases() -> proptest::test_runner::Config {
-        proptest::test_runner::Config::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     /// Cookie fields mixing arbitrary text with pairs named like the session's.
     fn fields() -> impl Strategy<Value = Vec<String>> {

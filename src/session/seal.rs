@@ -188,14 +188,7 @@ mod tests {
         assert!(b.open("n", &sealed).is_err());
     }
 
-    fn cases() -> proptest::test_runner::Config {
-        proptest::test_runner::Config::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     /// How a sealed value is damaged.
     #[derive(Debug, Clone)]

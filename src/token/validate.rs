@@ -568,14 +568,7 @@ mod tests {
         assert!(!plausible(&format!("{max}c")));
     }
 
-    fn cases() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
-        )
-    }
+    use crate::testing::proptest_cases as cases;
 
     proptest! {
         #![proptest_config(cases())]

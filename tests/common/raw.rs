@@ -33,14 +33,42 @@ pub struct RawRequest {
     pub conn: usize,
 }
 
+/// Spellings of `/admin` that application servers (Tomcat, Spring, IIS, PHP) read as
+/// `/admin` while a naive gateway routes them elsewhere: the gateway must refuse them all.
+pub const ADMIN_VARIANTS: &[&str] = &[
+    "/admin;x",
+    "/admin;jsessionid=1/secret",
+    "/admin;/secret",
+    "/admin%3Bx",
+    "/admin.",
+    "/admin%2e",
+    "/admin./secret",
+    "/admin%20",
+    "/admin%c0%af",
+    "/%2561dmin",
+    "/admin..;/",
+];
+
+/// Paths under `/public` that such servers resolve to `/admin`.
+pub const PUBLIC_CLIMBS: &[&str] = &[
+    "/public/..%3B/admin",
+    "/public/%252e%252e/admin",
+    "/public/%c0%ae%c0%ae/admin",
+];
+
+/// Every value of header `name` in `headers` (ASCII case-insensitive; `_` is NOT `-`).
+fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 impl RawRequest {
     /// Every value of header `name` (ASCII case-insensitive; `_` is NOT read as `-`).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
 
     /// The first value of header `name` (ASCII case-insensitive).
@@ -413,11 +441,7 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
