@@ -37,9 +37,25 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line per error, whatever the file held: control characters in a key or a
+    /// quoted value (a newline, an ANSI escape) are escaped so that a config cannot forge
+    /// extra lines in `loopgate check`'s output or in a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
+        write_escaped(f, &self.key)?;
+        f.write_str(": ")?;
+        write_escaped(f, &self.message)
     }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Every problem found in a config, in file order.
@@ -270,7 +286,7 @@ pub fn parse(
     let de = toml::Deserializer::new(text);
     let raw: raw::RawConfig = match serde_ignored::deserialize(de, |path| {
         errors.push(ConfigError {
-            key: key_path(&path.to_string()),
+            key: key_path(&path),
             message: "unknown key".into(),
         })
     }) {
@@ -1047,20 +1063,36 @@ impl Validator<'_> {
     }
 }
 
-/// `routes.0.name` (serde_ignored's form) → `routes[0].name`, as in every other message.
-fn key_path(dotted: &str) -> String {
-    let mut out = String::new();
-    for seg in dotted.split('.') {
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
+/// The key path of an ignored (unknown) key, written as every other message writes it:
+/// `routes[0].name`. Built from the path's structure rather than its dotted `Display`,
+/// so a quoted key holding a dot or only digits (`"a.b"`, `"0"`) is not misread as
+/// nesting or an index; such keys are shown quoted, as TOML would need them.
+fn key_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_path(parent);
+            let bare = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let key = if bare {
+                key.clone()
+            } else {
+                format!("{key:?}")
+            };
+            if parent.is_empty() {
+                key
+            } else {
+                format!("{parent}.{key}")
             }
-            out.push_str(seg);
         }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
-    out
 }
 
 /// A session secret is base64 (standard or URL-safe, padded or not) of ≥ 32 bytes.

@@ -2,15 +2,65 @@
 
 use std::path::Path;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// Where a secret comes from, as written in the config file.
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone)]
 pub enum SecretSource {
     Literal(String),
     Env { env: String },
     File { file: String },
+}
+
+/// Hand-written rather than `untagged`: an untagged enum silently ignores extra keys
+/// (`{ env = "A", file = "b" }` would read the env var and drop the file), and its error
+/// names no key. Here a table must hold exactly one of `env` / `file` and nothing else.
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SourceVisitor)
+    }
+}
+
+struct SourceVisitor;
+
+impl<'de> Visitor<'de> for SourceVisitor {
+    type Value = SecretSource;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"a secret: a string, { env = "NAME" } or { file = "path" }"#)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretSource, E> {
+        Ok(SecretSource::Literal(v.to_string()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+        let mut found: Option<SecretSource> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let source = match key.as_str() {
+                "env" => SecretSource::Env {
+                    env: map.next_value()?,
+                },
+                "file" => SecretSource::File {
+                    file: map.next_value()?,
+                },
+                other => {
+                    return Err(de::Error::custom(format_args!(
+                        "unknown key `{}` in a secret (expected `env` or `file`)",
+                        other.escape_debug()
+                    )))
+                }
+            };
+            if found.is_some() {
+                return Err(de::Error::custom(
+                    "a secret takes exactly one of `env` or `file`",
+                ));
+            }
+            found = Some(source);
+        }
+        found.ok_or_else(|| de::Error::custom("a secret table needs `env` or `file`"))
+    }
 }
 
 impl std::fmt::Debug for SecretSource {
@@ -97,5 +147,29 @@ mod tests {
         assert!(!format!("{s:?} {lit:?}").contains("from-file"));
         assert!(!format!("{lit:?}").contains("lit)"));
         std::fs::remove_file(file).unwrap();
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Holder {
+        #[allow(dead_code)]
+        s: SecretSource,
+    }
+
+    #[test]
+    fn a_secret_table_holds_exactly_one_known_key() {
+        let ok = |t: &str| toml::from_str::<Holder>(t).map(|h| format!("{:?}", h.s));
+        assert_eq!(ok(r#"s = "x""#).unwrap(), "Literal(<redacted>)");
+        assert_eq!(ok(r#"s = { env = "A" }"#).unwrap(), "Env(A)");
+        assert_eq!(ok(r#"s = { file = "f" }"#).unwrap(), "File(f)");
+        for (bad, says) in [
+            (r#"s = { env = "A", file = "b" }"#, "exactly one"),
+            (r#"s = { env = "A", fiel = "b" }"#, "unknown key `fiel`"),
+            (r#"s = { vault = "x" }"#, "unknown key `vault`"),
+            (r#"s = {}"#, "needs `env` or `file`"),
+            (r#"s = 5"#, "a secret"),
+        ] {
+            let e = ok(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

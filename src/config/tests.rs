@@ -327,3 +327,114 @@ fn lifecycle_files_default_to_tmp_or_the_systemd_runtime_directory() {
     // Relative paths are relative to the config file, like every other path.
     assert_eq!(c.server.pid_file, Path::new("/etc/loopgate/run/lg.pid"));
 }
+
+#[test]
+fn odd_unknown_keys_are_named_as_written_and_errors_stay_on_one_line() {
+    let text = MINIMAL.replace(
+        "[server]\n",
+        "[server]\n\"a.b\" = 1\n\"0\" = 2\n\"evil\\nline\\u001b[31m\" = 3\n",
+    );
+    let e = parse_str(&text).unwrap_err();
+    assert!(e.has("server.\"a.b\""), "{e:?}");
+    assert!(e.has("server.0"), "{e:?}"); // a bare key; indices read `[0]`
+    let shown = e.to_string();
+    assert_eq!(shown.lines().count(), e.0.len(), "{shown}");
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "{shown:?}"
+    );
+    let text = MINIMAL.replace(
+        "secrets = [{ env = \"LG_SECRET\" }]",
+        "secrets = [{ env = \"LG_SECRET\", file = \"s\" }]",
+    );
+    let shown = parse_str(&text).unwrap_err().to_string();
+    assert!(shown.contains("exactly one of `env` or `file`"), "{shown}");
+}
+
+mod properties {
+    use super::*;
+    use crate::testing::proptest_cases as cases;
+    use proptest::prelude::*;
+
+    /// Where an unknown key may be put in MINIMAL, and the path it must be reported at.
+    const SECTIONS: &[(&str, &str)] = &[
+        ("[server]\n", "server"),
+        ("[loopwise]\n", "loopwise"),
+        ("[session]\n", "session"),
+        ("name = \"app\"\n", "routes[0]"),
+        ("name = \"loopwise-api\"\n", "routes[1]"),
+    ];
+
+    fn assert_one_line_each(e: &ConfigErrors) -> Result<(), TestCaseError> {
+        let shown = e.to_string();
+        prop_assert_eq!(shown.lines().count(), e.0.len(), "{}", shown);
+        prop_assert!(!shown.chars().any(|c| c.is_control() && c != '\n'));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(cases())]
+
+        /// Any key the model does not know, with any name TOML can quote, anywhere, is
+        /// the one error and is named at its exact path.
+        #[test]
+        fn an_unknown_key_is_reported_at_its_path(
+            section in 0..SECTIONS.len(),
+            name in "[a-z0-9_.\\- \\n\\x1b\"]{1,12}",
+        ) {
+            let (anchor, at) = SECTIONS[section];
+            let known = ["listen", "public_url", "issuer", "client_id", "scopes", "secrets",
+                "name", "path", "upstream", "auth", "strip_prefix", "preserve_host"];
+            prop_assume!(!known.contains(&name.as_str()));
+            let quoted = toml::Value::String(name.clone()).to_string();
+            let text = MINIMAL.replacen(anchor, &format!("{anchor}{quoted} = 1\n"), 1);
+            match parse_str(&text) {
+                Ok(_) => prop_assert!(false, "{quoted} accepted"),
+                Err(e) => {
+                    assert_one_line_each(&e)?;
+                    // A known key (in another spelling) may give a type error instead.
+                    if e.0.iter().all(|x| x.message == "unknown key") {
+                        let bare = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                        let want = if bare { format!("{at}.{name}") } else { format!("{at}.{name:?}") };
+                        prop_assert_eq!(e.0.len(), 1);
+                        prop_assert_eq!(&e.0[0].key, &want);
+                    }
+                }
+            }
+        }
+
+        /// Lines of MINIMAL deleted, repeated or with their value replaced: never a panic,
+        /// and every problem is one line with a key.
+        #[test]
+        fn mangled_configs_never_panic(
+            edits in proptest::collection::vec((0usize..40, 0u8..3, "\\PC{0,12}"), 1..4),
+        ) {
+            let mut lines: Vec<String> = MINIMAL.lines().map(String::from).collect();
+            for (at, kind, junk) in edits {
+                let i = at % lines.len();
+                match kind {
+                    0 => { lines.remove(i); }
+                    1 => { let l = lines[i].clone(); lines.insert(i, l); }
+                    _ => {
+                        if let Some((k, _)) = lines[i].split_once(" = ") {
+                            lines[i] = format!("{k} = {}", toml::Value::String(junk));
+                        }
+                    }
+                }
+                if lines.is_empty() { lines.push(String::new()); }
+            }
+            if let Err(e) = parse_str(&lines.join("\n")) {
+                assert_one_line_each(&e)?;
+                prop_assert!(e.0.iter().all(|x| !x.key.is_empty()));
+            }
+        }
+
+        /// Arbitrary text: never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Err(e) = parse_str(&text) {
+                assert_one_line_each(&e)?;
+            }
+        }
+    }
+}
