@@ -4,7 +4,6 @@
 //! `main.rs` only parses the command line.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -12,7 +11,6 @@ pub mod duration;
 pub mod emulator;
 pub mod gateway;
 pub mod html;
-pub mod lifecycle;
 pub mod logging;
 pub mod login;
 pub mod metrics;
@@ -20,7 +18,7 @@ pub mod oauth;
 pub mod policy;
 pub mod proxy;
 pub mod random;
-pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod token;

@@ -1,9 +1,9 @@
-//! Start-up and lifecycle: discover Loopwise, register if needed, resolve routes, then run
-//! pingora. Used by `loopgate run`, `loopgate demo` and in-process tests alike.
+//! The entry to a running gateway: build the pingora server around the live gateway and
+//! run it, for `loopgate run` (until a signal) or on a thread (`loopgate demo`, tests).
+//! Start-up itself is [`crate::runtime::bootstrap`].
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -12,240 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::oauth::client::Resolved;
-use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
-use crate::proxy::routes::RouteTable;
 use crate::proxy::service::LoopgateProxy;
-use crate::reload::Live;
-use crate::session::CookieStore;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot load Loopwise metadata from {issuer}: {source}")]
-    Discovery {
-        issuer: String,
-        source: crate::oauth::LoopwiseError,
-    },
-    #[error("{0}")]
-    Registration(#[from] registration::RegistrationError),
-    #[error("{0}")]
-    Routes(#[from] crate::proxy::routes::ResolveError),
-    #[error("{0}")]
-    Http(String),
-    #[error("the gateway did not start listening on {0} within 10s")]
-    NotListening(SocketAddr),
-    #[error("server.tls: {0}")]
-    Tls(String),
-    #[error("graceful upgrade: {0}")]
-    Upgrade(String),
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Everything that needs the network before serving: metadata, registration, DNS.
-/// Runs on a short-lived runtime with its own HTTP client; the request-path client is a
-/// different one, so no connection outlives the runtime that opened it.
-pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
-    prepare_with(config, false).await
-}
-
-/// [`prepare`], for a process that takes its listening sockets over from a running one
-/// (`--upgrade`): those addresses are in use by design, so they are not probed.
-pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, StartError> {
-    if !upgrade {
-        // Fail early and clearly if a port is taken (pingora would panic in a task).
-        for addr in [config.server.listen, config.server.admin_listen] {
-            std::net::TcpListener::bind(addr)
-                .map_err(|source| StartError::Bind { addr, source })?;
-        }
-    } else if let Some(dir) = config.server.upgrade_sock.parent() {
-        if !dir.is_dir() {
-            return Err(StartError::Upgrade(format!(
-                "server.upgrade_sock: directory `{}` does not exist",
-                dir.display()
-            )));
-        }
-    }
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let loopwise = loopwise_client_or_pending(&config, metrics.clone()).await?;
-    let routes = RouteTable::build(&config.routes).await?;
-    let admin = config.server.admin_listen;
-    let gateway = Gateway::new(
-        Arc::new(config),
-        routes,
-        loopwise,
-        Arc::new(CookieStore),
-        metrics,
-    );
-    gateway.set_admin_addr(admin);
-    Ok(gateway)
-}
-
-/// Loopwise metadata and the client id (configured, or registered dynamically and
-/// stored), fetched with `http`.
-async fn resolve(config: &Config, http: &dyn HttpClient) -> Result<Resolved, StartError> {
-    let lw = &config.loopwise;
-    let metadata = discover_with_retry(http, &lw.issuer).await?;
-    let client_id = match &lw.client_id {
-        Some(id) => id.clone(),
-        None => {
-            let r = registration::ensure(
-                http,
-                &metadata,
-                &lw.client_name,
-                &config.server.callback_url(),
-                &lw.registration_file,
-                unix_now(),
-            )
-            .await?;
-            tracing::info!(client_id = %r.client_id, file = %lw.registration_file.display(), "using dynamically registered client");
-            r.client_id
-        }
-    };
-    Ok(Resolved {
-        metadata,
-        client_id,
-    })
-}
-
-/// Whether a start-up failure may clear up by itself (Loopwise down or overloaded), as
-/// opposed to a configuration problem.
-fn transient(e: &StartError) -> bool {
-    let lw = match e {
-        StartError::Discovery { source, .. } => source,
-        StartError::Registration(registration::RegistrationError::Loopwise(e)) => e,
-        _ => return false,
-    };
-    matches!(
-        lw,
-        crate::oauth::LoopwiseError::Unreachable(_) | crate::oauth::LoopwiseError::Unavailable(_)
-    )
-}
-
-/// A throw-away HTTP client for discovery and registration, so no pooled connection
-/// outlives the runtime that opened it.
-fn startup_http(config: &Config) -> Result<ReqwestClient, StartError> {
-    let lw = &config.loopwise;
-    ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)
-}
-
-/// The metered client for the request path.
-fn request_http(
-    config: &Config,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> Result<Arc<dyn HttpClient>, StartError> {
-    let lw = &config.loopwise;
-    Ok(Arc::new(crate::oauth::metered::MeteredClient {
-        inner: Arc::new(
-            ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?,
-        ),
-        metrics,
-    }))
-}
-
-/// A Loopwise client with its metadata and client id loaded; fails if Loopwise cannot
-/// be reached (a reload keeps the running config then).
-pub async fn loopwise_client(
-    config: &Config,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> Result<LoopwiseClient, StartError> {
-    let resolved = resolve(config, &startup_http(config)?).await?;
-    Ok(LoopwiseClient::new(
-        request_http(config, metrics)?,
-        resolved.metadata,
-        resolved.client_id,
-        config.loopwise.client_secret.clone(),
-        config.server.callback_url(),
-    ))
-}
-
-/// Like [`loopwise_client`], but when Loopwise is unreachable the client starts pending
-/// (see [`resolve_in_background`]): sessions whose tokens are still valid keep working
-/// across a restart during a Loopwise outage, and `/readyz` says what is missing.
-pub async fn loopwise_client_or_pending(
-    config: &Config,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> Result<LoopwiseClient, StartError> {
-    match loopwise_client(config, metrics.clone()).await {
-        Ok(c) => Ok(c),
-        Err(e) if transient(&e) => {
-            tracing::warn!(error = %e, "starting without Loopwise metadata; retrying in the background (logins and refreshes get 503 until then)");
-            Ok(LoopwiseClient::pending(
-                request_http(config, metrics)?,
-                config.loopwise.issuer.clone(),
-                config.loopwise.client_secret.clone(),
-                config.server.callback_url(),
-                e.to_string(),
-            ))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Retries discovery (and registration) for a pending client with backoff (1 s to 30 s)
-/// until it succeeds or fails for a reason only a config change can fix.
-pub async fn resolve_in_background(config: Arc<Config>, client: LoopwiseClient) {
-    let mut delay = Duration::from_secs(1);
-    while client.pending_reason().is_some() {
-        tokio::time::sleep(delay).await;
-        let outcome = match startup_http(&config) {
-            Ok(http) => resolve(&config, &http).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(r) => {
-                tracing::info!(issuer = %config.loopwise.issuer, client_id = %r.client_id, "Loopwise metadata loaded");
-                client.resolve(r);
-            }
-            Err(e) if transient(&e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "Loopwise metadata still not available");
-                client.set_pending_reason(e.to_string());
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load Loopwise metadata; fix the config and reload");
-                client.set_pending_reason(e.to_string());
-                return;
-            }
-        }
-    }
-}
-
-/// A few quick retries cover Loopwise (or the emulator) still starting up.
-async fn discover_with_retry(
-    http: &dyn HttpClient,
-    issuer: &str,
-) -> Result<client::Metadata, StartError> {
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match client::discover(http, issuer).await {
-            Ok(m) => return Ok(m),
-            Err(e) if attempt < 4 && !matches!(e, crate::oauth::LoopwiseError::Malformed(_)) => {
-                tracing::warn!(error = %e, attempt, "Loopwise metadata not available yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(source) => {
-                return Err(StartError::Discovery {
-                    issuer: issuer.to_string(),
-                    source,
-                })
-            }
-        }
-    }
-}
+pub use crate::runtime::bootstrap::StartError;
+use crate::runtime::bootstrap::{prepare, prepare_with};
+use crate::runtime::live::{Live, ReloadError};
 
 fn pingora_conf(config: &Config, mode: &RunMode) -> ServerConf {
     ServerConf {
@@ -292,12 +62,12 @@ pub fn build_server(
     // The backend pools (DNS refresh, health checks) and SIGHUP.
     server.add_service(pingora::services::background::GenBackgroundService::new(
         "pools".into(),
-        Arc::new(crate::admin::PoolsService {
+        Arc::new(crate::runtime::admin::PoolsService {
             live: live.clone(),
             reload_on_sighup,
         }),
     ));
-    server.add_service(crate::admin::service(
+    server.add_service(crate::runtime::admin::service(
         live.clone(),
         &gateway.config.server.admin_listen.to_string(),
     ));
@@ -313,7 +83,12 @@ pub fn build_server(
         "loopgate".into(),
         crate::proxy::settle::Settle::new(
             crate::proxy::guard::guard(
-                pingora::proxy::http_proxy(&server.configuration, LoopgateProxy { live }),
+                pingora::proxy::http_proxy(
+                    &server.configuration,
+                    LoopgateProxy {
+                        current: live.handle(),
+                    },
+                ),
                 limits,
                 gateway.metrics.clone(),
             ),
@@ -341,14 +116,14 @@ pub fn build_server(
     Ok(server)
 }
 
-/// Runs the gateway until a signal ends it (see [`crate::lifecycle`]), reloading
+/// Runs the gateway until a signal ends it (see [`crate::runtime::lifecycle`]), reloading
 /// `config_path` on SIGHUP — the `loopgate run` path.
 pub fn run_blocking(
     config: Config,
     config_path: std::path::PathBuf,
     mode: RunMode,
 ) -> Result<(), StartError> {
-    let successor = crate::lifecycle::Successor {
+    let successor = crate::runtime::lifecycle::Successor {
         // Resolved now: once an upgrade replaces the file, this path is the new binary.
         exe: std::env::current_exe().map_err(|e| StartError::Upgrade(e.to_string()))?,
         args: std::env::args_os().skip(1).collect(),
@@ -367,7 +142,7 @@ pub fn run_blocking(
     let server = build_server(live.clone(), true, &mode)?;
     tracing::info!(listen = %addr, public_url = %public, upgrade = mode.upgrade, daemon = mode.daemon, pid = std::process::id(), "Loopgate gateway starting");
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::lifecycle::Signals {
+        shutdown_signal: Box::new(crate::runtime::lifecycle::Signals {
             live,
             shutdown_delay,
             successor,
@@ -466,7 +241,7 @@ impl GatewayHandle {
     }
 
     /// Reloads the config file given to [`start_with_file`](Self::start_with_file).
-    pub async fn reload(&self) -> Result<(), crate::reload::ReloadError> {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         let live = self.live.clone();
         // Reload builds pools on the gateway's runtime; run it there.
         live.reload().await

@@ -4,6 +4,7 @@
 
 mod authorize;
 mod clock;
+mod current;
 mod endpoints;
 
 pub use authorize::{Authenticated, Decision};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 
 pub use clock::Clock;
+pub use current::Current;
 
 use crate::config::Config;
 use crate::login::state::{self, LoginState, LOGIN_TTL};

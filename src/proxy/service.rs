@@ -60,7 +60,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
 }
 
 pub struct LoopgateProxy {
-    pub live: Arc<crate::reload::Live>,
+    pub current: Arc<crate::gateway::Current>,
 }
 
 /// Writes a gateway-made response: always with `Content-Length`, so the connection can be
@@ -119,12 +119,12 @@ fn idempotent(m: &http::Method) -> bool {
 
 impl LoopgateProxy {
     fn gw(&self, ctx: &Ctx) -> Arc<Gateway> {
-        ctx.gw.clone().unwrap_or_else(|| self.live.current())
+        ctx.gw.clone().unwrap_or_else(|| self.current.load())
     }
 
     /// Decides what to do with a request; `Some(reply)` ends it here.
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
-        let gw = self.live.current();
+        let gw = self.current.load();
         ctx.gw = Some(gw.clone());
         let now = gw.clock.now();
         let req = session.req_header();

@@ -1,7 +1,7 @@
 //! Process signals for `loopgate run`: SIGTERM drains, SIGINT stops at once, SIGQUIT hands
 //! the listening sockets to a new process started with `--upgrade`, and SIGUSR2 starts that
 //! new process itself (the nginx way, so it stays in the same systemd cgroup) and then hands
-//! over. SIGHUP (config reload) is handled by [`crate::reload`].
+//! over. SIGHUP (config reload) is handled by [`crate::runtime::live`].
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::reload::Live;
+use crate::runtime::live::Live;
 
 /// How long a successor may take to start (Loopwise discovery included) and bind the
 /// upgrade socket before the upgrade is abandoned and this process keeps serving.

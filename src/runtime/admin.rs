@@ -13,7 +13,7 @@ use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 
 use crate::gateway::Gateway;
-use crate::reload::Live;
+use crate::runtime::live::Live;
 
 /// Why the gateway is not ready, if it is not (empty: ready).
 pub fn readiness(gw: &Gateway) -> Vec<String> {
@@ -152,7 +152,7 @@ impl BackgroundService for PoolsService {
         self.live.start_pools();
         let gw = self.live.current();
         if gw.loopwise.pending_reason().is_some() {
-            tokio::spawn(crate::server::resolve_in_background(
+            tokio::spawn(crate::runtime::bootstrap::resolve_in_background(
                 gw.config.clone(),
                 gw.loopwise.clone(),
             ));

@@ -5,14 +5,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use pingora::services::background::BackgroundService;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors};
-use crate::gateway::Gateway;
+use crate::gateway::{Current, Gateway};
 use crate::proxy::routes::RouteTable;
-use crate::server::{loopwise_client, StartError};
+use crate::runtime::bootstrap::{loopwise_client, StartError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -26,7 +25,7 @@ pub enum ReloadError {
 
 /// The gateway currently serving; each request takes one snapshot and keeps it.
 pub struct Live {
-    current: ArcSwap<Gateway>,
+    current: Arc<Current>,
     config_path: Option<PathBuf>,
     /// Stops the previous generation's backend pool tasks (DNS refresh, health checks).
     pools_stop: Mutex<Option<watch::Sender<bool>>>,
@@ -52,7 +51,7 @@ impl TlsSlot {
 impl Live {
     pub fn new(gateway: Gateway, config_path: Option<PathBuf>) -> Arc<Live> {
         Arc::new(Live {
-            current: ArcSwap::from_pointee(gateway),
+            current: Arc::new(Current::new(gateway)),
             config_path,
             pools_stop: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
@@ -61,7 +60,12 @@ impl Live {
     }
 
     pub fn current(&self) -> Arc<Gateway> {
-        self.current.load_full()
+        self.current.load()
+    }
+
+    /// The handle the proxy listener reads the serving gateway from.
+    pub fn handle(&self) -> Arc<Current> {
+        self.current.clone()
     }
 
     /// Runs the current generation's backend pools on this runtime, stopping the previous
@@ -94,7 +98,7 @@ impl Live {
         match result {
             Ok(next) => {
                 let routes = next.routes.iter().count();
-                self.current.store(Arc::new(next));
+                self.current.store(next);
                 self.start_pools();
                 tracing::info!(routes, "config reloaded");
                 Ok(())
