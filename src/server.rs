@@ -219,14 +219,17 @@ impl GatewayHandle {
         let live = ready_rx
             .await
             .map_err(|_| StartError::Http("the gateway thread stopped during start-up".into()))??;
-        let addr = live.current().config.server.listen;
+        let server = &live.current().config.server;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        // Wait for the condition itself (the port accepts), not for a fixed time.
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                return Err(StartError::NotListening(addr));
+        // Wait for the condition itself (both listeners accept), not for a fixed time:
+        // the admin listener is a service of its own and may start a moment later.
+        for addr in [server.listen, server.admin_listen] {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(StartError::NotListening(addr));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(GatewayHandle {
             live,
