@@ -199,7 +199,7 @@ fn check(args: &ConfigArgs) -> ExitCode {
 
 /// The routes in the order they are matched (most specific host, then longest path).
 pub fn route_table(c: &crate::config::Config) -> String {
-    use crate::policy::host::HostPattern;
+    use crate::wire::host::HostPattern;
     let mut routes: Vec<&crate::config::RouteConfig> = c.routes.iter().collect();
     routes.sort_by_key(|r| {
         std::cmp::Reverse((r.host.specificity(), r.path.trim_end_matches('/').len()))

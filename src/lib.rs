@@ -19,9 +19,11 @@ pub mod policy;
 pub mod proxy;
 pub mod random;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod wire;
 
 /// Shared by the unit tests' property tests.
 #[cfg(test)]

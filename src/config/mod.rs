@@ -5,20 +5,19 @@
 //! unknown keys are errors (a typo must not silently fall back to a default).
 
 mod raw;
-pub mod secret;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::secret::{Secret, SecretSource};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-pub use secret::{Secret, SecretSource};
 
 use crate::policy::authz::Requirements;
-use crate::policy::host::HostPattern;
-use crate::proxy::forwarded::{Cidr, Trusted};
+use crate::wire::forwarded::{Cidr, Trusted};
+use crate::wire::host::HostPattern;
 
 use crate::oauth::scope;
 
@@ -829,7 +828,7 @@ impl Validator<'_> {
                         || p.bytes().any(|b| b.is_ascii_control() || b == b' ')
                     {
                         self.invalid(&k("path"), &p, "must be a plain path starting with `/` (no query, `%`, `\\` or spaces)");
-                    } else if !crate::proxy::path::is_normalized(&p) {
+                    } else if !crate::wire::path::is_normalized(&p) {
                         self.invalid(
                             &k("path"),
                             &p,
@@ -845,7 +844,7 @@ impl Validator<'_> {
                         );
                     }
                     if let Some(prefix) = prefix {
-                        if crate::proxy::path::under_prefix(&p, prefix) {
+                        if crate::wire::path::under_prefix(&p, prefix) {
                             self.invalid(
                                 &k("path"),
                                 &p,
@@ -880,7 +879,7 @@ impl Validator<'_> {
             let rewrite = match r.rewrite {
                 None => None,
                 Some(rw) => {
-                    if !rw.starts_with('/') || !crate::proxy::path::is_normalized(&rw) {
+                    if !rw.starts_with('/') || !crate::wire::path::is_normalized(&rw) {
                         self.invalid(
                             &k("rewrite"),
                             &rw,

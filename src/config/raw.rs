@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::secret::SecretSource;
+use crate::secret::SecretSource;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {

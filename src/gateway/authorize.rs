@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::{BearerAuth, Gateway, RequestView, SessionAuth};
 use crate::config::AuthKind;
+use crate::gateway::reply::Reply;
 use crate::html::escape;
 use crate::policy::authz::Missing;
-use crate::proxy::respond::Reply;
 use crate::proxy::routes::Route;
 use crate::session::Identity;
 

@@ -5,10 +5,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{Gateway, RequestView};
+use crate::gateway::reply::Reply;
 use crate::html::escape;
 use crate::login::state::{self, StateError};
 use crate::oauth::LoopwiseError;
-use crate::proxy::respond::Reply;
 use crate::session::{cookies, Session};
 
 pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
@@ -133,7 +133,7 @@ async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
 
     if let Some(error) = view.query_param("error") {
         let description = view.query_param("error_description").unwrap_or_default();
-        tracing::info!(result = "loopwise_error", error = %crate::proxy::headers::sanitize(&error), "login refused by Loopwise");
+        tracing::info!(result = "loopwise_error", error = %crate::wire::headers::sanitize(&error), "login refused by Loopwise");
         let headline = if error == "access_denied" {
             "You declined to sign in"
         } else {
@@ -210,7 +210,7 @@ async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         }
     };
     set.push(clear_login);
-    tracing::info!(result = "ok", sub = %crate::proxy::headers::sanitize(&session.identity.sub), "login completed");
+    tracing::info!(result = "ok", sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
     callback_reply(Reply::redirect(302, &login.target).cookies(set))
 }
 
@@ -278,7 +278,7 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         if let Some(rt) = &session.refresh_token {
             match gw.loopwise.revoke(rt, "refresh_token").await {
                 Ok(()) => {
-                    tracing::info!(sub = %crate::proxy::headers::sanitize(&session.identity.sub), "signed out; refresh token revoked")
+                    tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), "signed out; refresh token revoked")
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "sign-out could not revoke the refresh token at Loopwise")
@@ -344,7 +344,7 @@ async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     // The front proxy's idea of the host must be as strict as ours: a host we would refuse
     // must not be judged by the any-host route.
     let forwarded_host = match header("x-forwarded-host") {
-        Some(h) => match crate::policy::host::parse_authority(h) {
+        Some(h) => match crate::wire::host::parse_authority(h) {
             Ok(a) => Some(a.host),
             Err(_) => return refuse("host"),
         },
@@ -355,8 +355,8 @@ async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
         .unwrap_or(http::Method::GET);
     // `$request_uri` may carry a fragment; it is never part of the path the app serves.
-    let (raw_path, query) = crate::proxy::path::split_target(uri);
-    let Ok(norm) = crate::proxy::path::normalize(raw_path) else {
+    let (raw_path, query) = crate::wire::path::split_target(uri);
+    let Ok(norm) = crate::wire::path::normalize(raw_path) else {
         return refuse("URI");
     };
     let Some(route) = gw.routes.find(host, &norm.path) else {
@@ -383,7 +383,7 @@ async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             let mut r = Reply::new(202).cookies(set_cookies);
             if let Some(a) = auth {
                 r = r.header("authorization", format!("Bearer {}", a.token));
-                for (k, v) in crate::proxy::headers::identity_headers(&a.identity, &a.scope) {
+                for (k, v) in crate::gateway::identity::identity_headers(&a.identity, &a.scope) {
                     r = r.header(k, v);
                 }
             }

@@ -6,6 +6,8 @@ mod authorize;
 mod clock;
 mod current;
 mod endpoints;
+pub mod identity;
+pub mod reply;
 
 pub use authorize::{Authenticated, Decision};
 
@@ -18,9 +20,9 @@ pub use clock::Clock;
 pub use current::Current;
 
 use crate::config::Config;
+use crate::gateway::reply::Reply;
 use crate::login::state::{self, LoginState, LOGIN_TTL};
 use crate::oauth::{pkce, LoopwiseClient};
-use crate::proxy::respond::Reply;
 use crate::proxy::routes::RouteTable;
 use crate::session::{cookies, Keyring, Purpose, Revocations, Session, SessionStore};
 use crate::token::cache::{Lookup, TokenCache};
@@ -83,7 +85,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     pub method: &'a Method,
-    /// Normalised host (see `policy::host::normalize_host`), if the request named one.
+    /// Normalised host (see `wire::host::normalize_host`), if the request named one.
     pub host: Option<&'a str>,
     /// The peer's address (the client, or a proxy in front of us).
     pub peer: Option<std::net::IpAddr>,
@@ -299,7 +301,7 @@ impl Gateway {
             if attempt.performed {
                 let outcome = outcome_name(&attempt.outcome);
                 self.metrics.refresh.with_label_values(&[outcome]).inc();
-                tracing::info!(sub = %crate::proxy::headers::sanitize(&session.identity.sub), outcome, "refresh");
+                tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), outcome, "refresh");
             } else {
                 self.metrics.refresh_coalesced.inc();
             }

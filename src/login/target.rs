@@ -7,7 +7,7 @@
 //! those, so `/oauth2.` would read as `/oauth2`), and must not point back into the
 //! gateway's own endpoints, even with `;params` dropped as Tomcat does.
 
-use crate::proxy::path::under_prefix;
+use crate::wire::path::under_prefix;
 
 /// Where to go when no (acceptable) target was given.
 pub const DEFAULT_TARGET: &str = "/";

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Deserialize;
 
 use super::http::{HttpClient, HttpRequest, HttpResponse};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::session::Identity;
 
 /// What went wrong talking to Loopwise, classified by type so callers never match strings.

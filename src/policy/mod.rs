@@ -1,5 +1,4 @@
 //! Request classification and the per-request authentication decision (pure).
 
 pub mod authz;
-pub mod host;
 pub mod navigation;

@@ -1,13 +1,8 @@
-//! The proxy side: path normalisation, routing, header hygiene, responses, and the
-//! pingora glue.
+//! The pingora side: the proxy service, routes and their backend pools, the connection
+//! guard, TLS. It translates between pingora and the gateway's decisions.
 
 pub mod certs;
-pub mod forwarded;
-pub mod framing;
 pub mod guard;
-pub mod headers;
-pub mod path;
-pub mod respond;
 pub mod routes;
 pub mod service;
 pub mod settle;

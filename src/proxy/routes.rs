@@ -18,7 +18,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 
 use crate::config::{RouteConfig, Upstream};
-use crate::proxy::path::{under_prefix, NormalPath};
+use crate::wire::path::{under_prefix, NormalPath};
 
 /// How often upstream host names are resolved again.
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
@@ -269,10 +269,9 @@ impl RouteTable {
     /// The route for a normalised host (`None`: no Host header) and normalised path.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| {
-            host.map_or(
-                r.config.host == crate::policy::host::HostPattern::Any,
-                |h| r.config.host.matches(h),
-            ) && r.covers(path)
+            host.map_or(r.config.host == crate::wire::host::HostPattern::Any, |h| {
+                r.config.host.matches(h)
+            }) && r.covers(path)
         })
     }
 
@@ -285,7 +284,7 @@ impl RouteTable {
 mod tests {
     use super::*;
     use crate::config::AuthKind;
-    use crate::policy::host::HostPattern;
+    use crate::wire::host::HostPattern;
 
     fn config(name: &str, host: Option<&str>, path: &str, ports: &[u16]) -> RouteConfig {
         RouteConfig {
@@ -380,7 +379,7 @@ mod tests {
         }
         assert_eq!(name("/administrator").as_deref(), Some("root"));
         let r = t.find(None, "/ADMIN/x").unwrap();
-        let np = |p: &str| crate::proxy::path::normalize(p).unwrap();
+        let np = |p: &str| crate::wire::path::normalize(p).unwrap();
         assert_eq!(r.upstream_path(&np("/ADMIN/x")), "/x");
         assert_eq!(r.upstream_path(&np("/Admin")), "/");
         assert_eq!(r.upstream_path(&np("/ADMIN;jsessionid=1/Y;z")), "/Y;z");

@@ -10,13 +10,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session as PSession};
 
-use super::headers;
-use super::path;
-use super::respond::Reply;
 use super::routes::Route;
 use crate::config::AuthKind;
+use crate::gateway::reply::Reply;
 use crate::gateway::{Authenticated, Decision, Gateway, RequestView};
-use crate::policy::host::{Authority, HostError};
+use crate::wire::headers;
+use crate::wire::host::{Authority, HostError};
+use crate::wire::path;
 
 /// Per-request state shared across pingora's phases.
 #[derive(Default)]
@@ -100,9 +100,9 @@ pub fn request_authority(
     let target = if req.version == http::Version::HTTP_2 {
         req.uri.authority().map(|a| a.as_str())
     } else {
-        crate::policy::host::absolute_form_authority(raw_head)
+        crate::wire::host::absolute_form_authority(raw_head)
     };
-    crate::policy::host::request_authority(&fields, target, req.version == http::Version::HTTP_11)
+    crate::wire::host::request_authority(&fields, target, req.version == http::Version::HTTP_11)
 }
 
 /// Methods safe to send to a second backend after a connection failure.
@@ -141,12 +141,12 @@ impl LoopgateProxy {
         } else {
             session.as_downstream().to_h1_raw()
         };
-        let framing = super::framing::request_framing(&req.headers).and_then(|f| {
+        let framing = crate::wire::framing::request_framing(&req.headers).and_then(|f| {
             // pingora has already dropped a `Content-Length` sent with `chunked`.
-            if f == super::framing::Framing::Chunked
-                && super::framing::raw_head_has_content_length(&raw_head)
+            if f == crate::wire::framing::Framing::Chunked
+                && crate::wire::framing::raw_head_has_content_length(&raw_head)
             {
-                Err(super::framing::FramingError::LengthAndChunked)
+                Err(crate::wire::framing::FramingError::LengthAndChunked)
             } else {
                 Ok(f)
             }
@@ -341,7 +341,7 @@ impl ProxyHttp for LoopgateProxy {
         }
         if let Some(a) = &ctx.auth {
             upstream.insert_header("authorization", format!("Bearer {}", a.token))?;
-            for (k, v) in headers::identity_headers(&a.identity, &a.scope) {
+            for (k, v) in crate::gateway::identity::identity_headers(&a.identity, &a.scope) {
                 upstream.insert_header(k, v)?;
             }
         }
@@ -372,7 +372,7 @@ impl ProxyHttp for LoopgateProxy {
         };
         // Computed from the client's headers as received: `to_remove` above already took
         // every forwarding header (in any spelling) off the upstream request.
-        let fwd = super::forwarded::forwarding(
+        let fwd = crate::wire::forwarded::forwarding(
             &session.req_header().headers,
             peer,
             &gw.config.server.trusted_proxies,
@@ -393,7 +393,7 @@ impl ProxyHttp for LoopgateProxy {
     ) -> Result<()> {
         ctx.upstream_status = resp.status.as_u16();
         // An upstream's ambiguous framing is not passed on to the client (nor read on).
-        if let Err(e) = super::framing::response_framing(&resp.headers) {
+        if let Err(e) = crate::wire::framing::response_framing(&resp.headers) {
             tracing::warn!(error = %e, "refused an upstream response with ambiguous framing");
             return Err(Error::explain(
                 ErrorType::InvalidHTTPHeader,

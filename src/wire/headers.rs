@@ -4,7 +4,6 @@
 use http::HeaderMap;
 
 use super::forwarded::FORWARDING_HEADERS;
-use crate::session::Identity;
 
 /// Headers the gateway sets from the session; a client's copies are always removed.
 pub const IDENTITY_HEADERS: &[&str] = &[
@@ -151,20 +150,6 @@ pub fn sanitize(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-/// The identity headers to inject, in order.
-pub fn identity_headers(id: &Identity, scope: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("x-loopwise-user", sanitize(&id.sub)),
-        ("x-loopwise-email", sanitize(&id.email)),
-        ("x-loopwise-name", sanitize(&id.name)),
-        ("x-loopwise-roles", sanitize(&id.roles.join(","))),
-        ("x-loopwise-school", sanitize(&id.school)),
-        ("x-loopwise-scope", sanitize(scope)),
-        ("x-forwarded-user", sanitize(&id.sub)),
-        ("x-forwarded-email", sanitize(&id.email)),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,16 +215,6 @@ mod tests {
         assert_eq!(filtered_cookie(&h, &ours).as_deref(), Some("a=1; b=2"));
         let h = map(&[("cookie", "lg=1")]);
         assert_eq!(filtered_cookie(&h, &ours), None);
-    }
-
-    #[test]
-    fn injected_values_cannot_split_headers() {
-        let id = Identity {
-            sub: "ada\r\nX-Evil: 1".into(),
-            ..Default::default()
-        };
-        let h = identity_headers(&id, "read");
-        assert_eq!(h[0].1, "adaX-Evil: 1");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use crate::policy::host::parse_authority;
+use crate::wire::host::parse_authority;
 
 /// An IP network, e.g. `10.0.0.0/8` or `::1/128` (a bare address is a single host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
