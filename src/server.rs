@@ -90,7 +90,7 @@ pub fn build_server(
                     },
                 ),
                 limits,
-                gateway.metrics.clone(),
+                gateway.shared.metrics.clone(),
             ),
             crate::proxy::settle::SETTLE,
         ),
@@ -222,8 +222,10 @@ impl GatewayHandle {
         let server = &live.current().config.server;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // Wait for the condition itself (both listeners accept), not for a fixed time:
-        // the admin listener is a service of its own and may start a moment later.
-        for addr in [server.listen, server.admin_listen] {
+        // the admin listener is a service of its own and may start a moment later. An
+        // admin listener on port 0 (`loopgate demo`) has no address to wait for.
+        let admin = Some(server.admin_listen).filter(|a| a.port() != 0);
+        for addr in std::iter::once(server.listen).chain(admin) {
             while tokio::net::TcpStream::connect(addr).await.is_err() {
                 if tokio::time::Instant::now() > deadline {
                     return Err(StartError::NotListening(addr));
