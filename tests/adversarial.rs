@@ -766,7 +766,7 @@ async fn refresh_storm(ttl: u64) {
     });
 
     // Time passes beyond the access token's expiry, on both sides.
-    lab.rig.gw.gateway().clock.advance(ttl + 1);
+    lab.rig.gw.gateway().shared.clock.advance(ttl + 1);
     lab.rig.em.advance_clock(Duration::from_secs(ttl + 1));
     let mid = refreshes(&lab);
     for i in 0..3 {

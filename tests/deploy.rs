@@ -428,7 +428,7 @@ async fn dashboard_and_alerts_use_only_metrics_the_gateway_exports() {
     let mut b = Browser::new(&rig.url(""));
     b.login("/", rig.em.url(), "ada").await;
     assert_eq!(b.xhr("/x").await.status, StatusCode::OK);
-    rig.gw.gateway().clock.advance(100);
+    rig.gw.gateway().shared.clock.advance(100);
     assert_eq!(b.xhr("/x").await.status, StatusCode::OK, "after a refresh");
     let t = tokens_for(&http(), rig.em.url(), "read", "grace").await;
     let good = t["access_token"].as_str().unwrap().to_string();

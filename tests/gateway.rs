@@ -260,7 +260,7 @@ async fn expired_login_state_is_refused() {
     let callback = b
         .through_loopwise(&start.location(), rig.em.url(), "ada")
         .await;
-    rig.gw.gateway().clock.advance(600);
+    rig.gw.gateway().shared.clock.advance(600);
     let r = b.navigate(&callback).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("10 minutes"), "{}", r.body);

@@ -63,7 +63,7 @@ async fn a_whole_session_leaves_no_secret_in_the_logs() {
             .trim_start_matches("Bearer ")
             .into(),
     );
-    rig.gw.gateway().clock.advance(100);
+    rig.gw.gateway().shared.clock.advance(100);
     let r = b.xhr("/reports?id=8").await; // refresh
     secrets.push(
         echoed(&r.json(), "authorization")

@@ -704,7 +704,7 @@ async fn a_refresh_during_the_check_reaches_the_browser_through_nginx() {
     assert!(session_set_cookie(&first).is_none());
     let old_token = bearer_of(&first.json());
 
-    st.rig.gw.gateway().clock.advance(61);
+    st.rig.gw.gateway().shared.clock.advance(61);
     let r = b.xhr("/b").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let set = session_set_cookie(&r)

@@ -39,7 +39,7 @@ async fn metrics_count_requests_logins_refreshes_and_cache_lookups() {
             .status(),
         401
     );
-    rig.gw.gateway().clock.advance(100);
+    rig.gw.gateway().shared.clock.advance(100);
     assert_eq!(b.xhr("/x").await.status, StatusCode::OK); // refreshes
     let t = tokens_for(&http(), rig.em.url(), "read", "grace").await;
     for _ in 0..2 {

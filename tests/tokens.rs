@@ -44,13 +44,13 @@ async fn refresh_happens_before_expiry_and_the_cookie_rides_on_that_response() {
     );
     let old_token = bearer_of(&first.json());
 
-    rig.gw.gateway().clock.advance(55);
+    rig.gw.gateway().shared.clock.advance(55);
     let r = b.xhr("/a").await;
     assert!(
         session_set_cookie(&r).is_none(),
         "~65 s before expiry (margin for the wall clock ticking): not yet"
     );
-    rig.gw.gateway().clock.advance(6);
+    rig.gw.gateway().shared.clock.advance(6);
     let r = b.xhr("/b").await;
     assert_eq!(r.status, StatusCode::OK);
     let set = session_set_cookie(&r)
@@ -85,7 +85,7 @@ async fn fifty_concurrent_requests_at_expiry_make_exactly_one_refresh() {
     let mut b = Browser::new(&rig.url(""));
     b.login("/", rig.em.url(), "ada").await;
     let cookie = b.jar.header_for("/");
-    rig.gw.gateway().clock.advance(120); // fully expired by the gateway's clock
+    rig.gw.gateway().shared.clock.advance(120); // fully expired by the gateway's clock
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let url = rig.url(&format!("/xhr/{i}"));
@@ -134,7 +134,7 @@ async fn the_pre_refresh_cookie_keeps_working_without_a_second_refresh() {
     let mut b = Browser::new(&rig.url(""));
     b.login("/", rig.em.url(), "alan").await;
     let old_cookie = b.jar.get(SESSION).unwrap().value.clone();
-    rig.gw.gateway().clock.advance(100);
+    rig.gw.gateway().shared.clock.advance(100);
     let r = b.xhr("/x").await; // refreshes; the jar takes the new cookie
     let new_token = bearer_of(&r.json());
     assert_ne!(b.jar.get(SESSION).unwrap().value, old_cookie);
@@ -168,7 +168,7 @@ async fn a_revoked_grant_ends_the_session() {
     let mut b = Browser::new(&rig.url(""));
     b.login("/", rig.em.url(), "grace").await;
     assert_eq!(rig.em.revoke_user("grace"), 1);
-    rig.gw.gateway().clock.advance(70);
+    rig.gw.gateway().shared.clock.advance(70);
     let jar = b.jar.clone();
     let nav = b.navigate("/report?id=7").await;
     assert_eq!(nav.status, StatusCode::FOUND);
@@ -205,7 +205,7 @@ async fn loopwise_down_valid_sessions_keep_working_expired_ones_get_503() {
     b.login("/", rig.em.url(), "ada").await;
     let Rig { em, gw, .. } = rig;
     em.shutdown().await;
-    gw.gateway().clock.advance(90); // inside the refresh window, token still valid
+    gw.gateway().shared.clock.advance(90); // inside the refresh window, token still valid
     for i in 0..30 {
         let r = if i % 2 == 0 {
             b.xhr("/w").await
@@ -219,7 +219,7 @@ async fn loopwise_down_valid_sessions_keep_working_expired_ones_get_503() {
         );
         assert!(session_set_cookie(&r).is_none());
     }
-    gw.gateway().clock.advance(30); // now expired, and no way to refresh
+    gw.gateway().shared.clock.advance(30); // now expired, and no way to refresh
     let r = b.navigate("/w").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
@@ -326,12 +326,12 @@ async fn a_cached_validation_never_outlives_the_token() {
         api_get(&rig, "/api/x", token).await.status(),
         StatusCode::OK
     );
-    rig.gw.gateway().clock.advance(25);
+    rig.gw.gateway().shared.clock.advance(25);
     assert_eq!(
         api_get(&rig, "/api/x", token).await.status(),
         StatusCode::OK
     );
-    rig.gw.gateway().clock.advance(5);
+    rig.gw.gateway().shared.clock.advance(5);
     assert_eq!(
         api_get(&rig, "/api/x", token).await.status(),
         StatusCode::UNAUTHORIZED,

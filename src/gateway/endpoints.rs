@@ -30,7 +30,7 @@ pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
                 500 => "error",
                 _ => "refused",
             };
-            gw.metrics.logins.with_label_values(&[result]).inc();
+            gw.shared.metrics.logins.with_label_values(&[result]).inc();
             reply
         }
         "/sign_out" if get => sign_out_page(gw),
@@ -116,7 +116,24 @@ async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         }
     };
     let fp = state::fingerprint(&login.state);
-    if gw.consumed_states.contains_key(&fp) {
+    let first_use = match gw.shared.replay.first_use(&fp, now).await {
+        Ok(first) => first,
+        Err(e) => {
+            // Fail closed: without the guard a replay could pass.
+            tracing::warn!(error = %e, "login callback refused: replay guard unavailable");
+            return callback_reply(
+                login_failed(
+                    gw,
+                    503,
+                    "Sign-in is unavailable right now",
+                    "Please try again in a moment.",
+                    &login.target,
+                )
+                .cookies([clear_login]),
+            );
+        }
+    };
+    if !first_use {
         tracing::info!(result = "replayed_state", "login callback refused");
         return callback_reply(
             login_failed(
@@ -129,7 +146,6 @@ async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             .cookies([clear_login]),
         );
     }
-    gw.consumed_states.insert(fp, ());
 
     if let Some(error) = view.query_param("error") {
         let description = view.query_param("error_description").unwrap_or_default();
@@ -273,8 +289,7 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     if !same_origin(gw, view) {
         return Reply::error(403, true, "cross_site", "Sign-out must come from this site");
     }
-    if let Some(session) = gw.session(view.headers, now).await {
-        gw.revoke_session(&session, now);
+    if let Some(session) = gw.end_session(view.headers, now).await {
         if let Some(rt) = &session.refresh_token {
             match gw.loopwise.revoke(rt, "refresh_token").await {
                 Ok(()) => {

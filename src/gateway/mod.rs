@@ -8,25 +8,26 @@ mod current;
 mod endpoints;
 pub mod identity;
 pub mod reply;
+mod shared;
 
 pub use authorize::{Authenticated, Decision};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
 pub use clock::Clock;
 pub use current::Current;
+pub use shared::Shared;
 
 use crate::config::Config;
 use crate::gateway::reply::Reply;
 use crate::login::state::{self, LoginState, LOGIN_TTL};
 use crate::oauth::{pkce, LoopwiseClient};
 use crate::proxy::routes::RouteTable;
-use crate::session::{cookies, Keyring, Purpose, Revocations, Session, SessionStore};
+use crate::session::{cookies, Keyring, Purpose, Session};
 use crate::token::cache::{Lookup, TokenCache};
-use crate::token::refresh::{needs_refresh, RefreshOutcome, Refresher};
+use crate::token::refresh::{needs_refresh, RefreshOutcome};
 use crate::token::validate::{self, Mode, TokenInfo, Verdict};
 
 /// Where a session-authenticated request stands.
@@ -115,47 +116,37 @@ impl RequestView<'_> {
     }
 }
 
+/// One generation of the gateway: what derives from the config, over the process-wide
+/// [`Shared`] state. A reload builds a new one over the same `shared`.
 pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub loopwise: LoopwiseClient,
-    pub clock: Arc<Clock>,
+    pub shared: Arc<Shared>,
     session_keys: Keyring,
     login_keys: Keyring,
-    store: Arc<dyn SessionStore>,
-    /// States already used on this replica, for `LOGIN_TTL` (a copied login cookie
-    /// cannot complete a second login).
-    consumed_states: Arc<moka::sync::Cache<[u8; 32], ()>>,
-    /// Sessions ended by sign-out before their lifetime: "no session" at once.
-    revoked: Arc<Revocations>,
     /// The session cookie's name without `__Host-` (login cookies derive from it).
     cookie_base: String,
-    refresher: Arc<Refresher>,
     token_cache: Arc<TokenCache>,
     validation: Mode,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Set when a graceful shutdown starts: `/readyz` turns 503.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
-    /// The admin listener, bound at start-up and handed to the admin service.
-    admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("loopwise", &self.loopwise)
-            .field("store", &self.store.kind())
+            .field("store", &self.shared.store.kind())
             .finish_non_exhaustive()
     }
 }
 
 impl Gateway {
+    /// A generation over `shared` (start-up, or a reload: the same `shared` again).
     pub fn new(
+        shared: Arc<Shared>,
         config: Arc<Config>,
         routes: RouteTable,
         loopwise: LoopwiseClient,
-        store: Arc<dyn SessionStore>,
-        metrics: Arc<crate::metrics::Metrics>,
     ) -> Gateway {
         let secrets = &config.session.secrets;
         let cookie_base = config
@@ -173,10 +164,7 @@ impl Gateway {
         };
         let cache = &config.cache;
         Gateway {
-            metrics,
-            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            admin_addr: std::sync::OnceLock::new(),
-            refresher: Arc::new(Refresher::new(config.session.refresh_grace)),
+            shared,
             token_cache: Arc::new(TokenCache::new(
                 cache.ttl,
                 cache.negative_ttl,
@@ -185,18 +173,9 @@ impl Gateway {
             validation,
             session_keys: Keyring::new(Purpose::SessionCookie, secrets),
             login_keys: Keyring::new(Purpose::LoginState, secrets),
-            consumed_states: Arc::new(
-                moka::sync::Cache::builder()
-                    .time_to_live(Duration::from_secs(LOGIN_TTL))
-                    .max_capacity(1_000_000)
-                    .build(),
-            ),
-            revoked: Arc::new(Revocations::default()),
             routes,
             loopwise,
-            store,
             cookie_base,
-            clock: Arc::new(Clock::default()),
             config,
         }
     }
@@ -239,9 +218,24 @@ impl Gateway {
     /// ambiguous, foreign key, expired, ended, store error) is "no session".
     pub async fn session(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
         match self.lookup_session(headers, now).await {
-            Found::Session(s) => Some(*s),
+            Found::Session(s, _) => Some(*s),
             Found::Nothing | Found::StoreDown => None,
         }
+    }
+
+    /// Ends the request's session, if it has one (sign-out): removed from the store and
+    /// recorded as ended, so every copy of its cookie is "no session" from now on.
+    pub async fn end_session(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
+        let Found::Session(session, payload) = self.lookup_session(headers, now).await else {
+            return None;
+        };
+        self.shared
+            .revoked
+            .revoke(&session.sid, session.expires_at, now);
+        if let Err(e) = self.shared.store.remove(&payload).await {
+            tracing::warn!(error = %e, "sign-out could not remove the session from the store");
+        }
+        Some(*session)
     }
 
     async fn lookup_session(&self, headers: &HeaderMap, now: u64) -> Found {
@@ -257,8 +251,10 @@ impl Gateway {
         let Ok(payload) = self.session_keys.open(name, &sealed) else {
             return Found::Nothing;
         };
-        match self.store.load(&payload, now).await {
-            Ok(Some(s)) if !self.revoked.is_revoked(&s.sid, now) => Found::Session(Box::new(s)),
+        match self.shared.store.load(&payload, now).await {
+            Ok(Some(s)) if !self.shared.revoked.is_revoked(&s.sid, now) => {
+                Found::Session(Box::new(s), payload)
+            }
             Ok(_) => Found::Nothing,
             Err(e) => {
                 tracing::warn!(error = %e, "session store unavailable; treating as no session");
@@ -267,17 +263,11 @@ impl Gateway {
         }
     }
 
-    /// Ends `session` on this replica before its lifetime: its cookie, and every copy of
-    /// it, is "no session" from now on.
-    pub fn revoke_session(&self, session: &Session, now: u64) {
-        self.revoked.revoke(&session.sid, session.expires_at, now);
-    }
-
     /// The session of a request, refreshed first when its access token is (nearly) expired.
     /// One refresh per session and refresh token, however many requests race.
     pub async fn authenticate_session(&self, headers: &HeaderMap, now: u64) -> SessionAuth {
         let mut session = match self.lookup_session(headers, now).await {
-            Found::Session(s) => *s,
+            Found::Session(s, _) => *s,
             Found::StoreDown => return SessionAuth::Anonymous { clear: Vec::new() },
             Found::Nothing => {
                 let attrs = self.session_attrs();
@@ -297,13 +287,21 @@ impl Gateway {
             if !needs_refresh(&session, now, before) {
                 break;
             }
-            let attempt = self.refresher.refresh(&self.loopwise, &session, now).await;
+            let attempt = self
+                .shared
+                .refresh
+                .refresh(&self.loopwise, &session, now)
+                .await;
             if attempt.performed {
                 let outcome = outcome_name(&attempt.outcome);
-                self.metrics.refresh.with_label_values(&[outcome]).inc();
+                self.shared
+                    .metrics
+                    .refresh
+                    .with_label_values(&[outcome])
+                    .inc();
                 tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), outcome, "refresh");
             } else {
-                self.metrics.refresh_coalesced.inc();
+                self.shared.metrics.refresh_coalesced.inc();
             }
             match attempt.outcome.as_ref() {
                 RefreshOutcome::Refreshed(new) => {
@@ -373,7 +371,8 @@ impl Gateway {
             Ok((_, Lookup::Miss)) => "miss",
             Err(_) => "error",
         };
-        self.metrics
+        self.shared
+            .metrics
             .token_cache_requests
             .with_label_values(&[lookup_label])
             .inc();
@@ -399,42 +398,9 @@ impl Gateway {
         }
     }
 
-    /// A gateway for a reloaded config that keeps what must survive a reload: the clock,
-    /// metrics, drain flag, admin address, the used login states and ended sessions, and —
-    /// so that no refresh token is ever spent twice — the single-flight refresh memory. The token cache starts empty (validation
-    /// settings may have changed).
-    pub fn reloaded(
-        previous: &Gateway,
-        config: Arc<Config>,
-        routes: RouteTable,
-        loopwise: LoopwiseClient,
-    ) -> Gateway {
-        let mut g = Gateway::new(
-            config,
-            routes,
-            loopwise,
-            previous.store.clone(),
-            previous.metrics.clone(),
-        );
-        g.clock = previous.clock.clone();
-        g.draining = previous.draining.clone();
-        g.refresher = previous.refresher.clone();
-        g.consumed_states = previous.consumed_states.clone();
-        g.revoked = previous.revoked.clone();
-        if let Some(a) = previous.admin_addr() {
-            let _ = g.admin_addr.set(a);
-        }
-        g
-    }
-
-    /// Records where the admin listener serves (tests and logs read it back).
-    pub fn set_admin_addr(&self, addr: std::net::SocketAddr) {
-        let _ = self.admin_addr.set(addr);
-    }
-
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin_addr.get().copied()
+        self.shared.admin_addr()
     }
 
     /// The validated-token cache (metrics, tests).
@@ -464,7 +430,12 @@ impl Gateway {
         headers: &HeaderMap,
         now: u64,
     ) -> Result<Vec<String>, String> {
-        let payload = self.store.save(session).await.map_err(|e| e.to_string())?;
+        let payload = self
+            .shared
+            .store
+            .save(session)
+            .await
+            .map_err(|e| e.to_string())?;
         let name = &self.config.session.cookie_name;
         let sealed = self.session_keys.seal(name, &payload);
         let existing = self.existing_session_cookie_names(headers);
@@ -531,7 +502,8 @@ impl Gateway {
 
 /// What a request's session cookie led to.
 enum Found {
-    Session(Box<Session>),
+    /// A live session, and the payload its cookie carried (the store's handle on it).
+    Session(Box<Session>, Vec<u8>),
     /// No cookie, or one that does not stand for a live session (clear it).
     Nothing,
     /// The store could not be asked: keep the cookie, it may be fine.

@@ -1,4 +1,5 @@
 //! The browser login: per-login state cookies and post-login targets.
 
+pub mod replay;
 pub mod state;
 pub mod target;

@@ -126,7 +126,7 @@ impl LoopgateProxy {
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
         let gw = self.current.load();
         ctx.gw = Some(gw.clone());
-        let now = gw.clock.now();
+        let now = gw.shared.clock.now();
         let req = session.req_header();
         ctx.request_id = request_id(&req.headers);
         ctx.navigation = crate::policy::navigation::is_navigation(&req.method, &req.headers);
@@ -300,6 +300,7 @@ impl ProxyHttp for LoopgateProxy {
         }
         if let Some(route) = &ctx.route {
             self.gw(ctx)
+                .shared
                 .metrics
                 .upstream_errors
                 .with_label_values(&[route.config.name.as_str(), "connect"])
@@ -403,6 +404,7 @@ impl ProxyHttp for LoopgateProxy {
         }
         if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started.take()) {
             self.gw(ctx)
+                .shared
                 .metrics
                 .upstream_duration
                 .with_label_values(&[route.config.name.as_str()])
@@ -497,7 +499,7 @@ impl ProxyHttp for LoopgateProxy {
             .map(|r| r.config.name.as_str())
             .unwrap_or("-");
         let gw = self.gw(ctx);
-        let m = &gw.metrics;
+        let m = &gw.shared.metrics;
         m.requests
             .with_label_values(&[route, crate::metrics::status_class(status)])
             .inc();

@@ -16,13 +16,16 @@ use crate::gateway::Gateway;
 use crate::runtime::live::Live;
 
 /// Why the gateway is not ready, if it is not (empty: ready).
-pub fn readiness(gw: &Gateway) -> Vec<String> {
+pub async fn readiness(gw: &Gateway) -> Vec<String> {
     let mut reasons = Vec::new();
-    if gw.draining.load(Ordering::Relaxed) {
+    if gw.shared.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_string());
     }
     if let Some(why) = gw.loopwise.pending_reason() {
         reasons.push(format!("loopwise metadata: not loaded ({why})"));
+    }
+    if let Err(e) = gw.shared.store.health().await {
+        reasons.push(format!("session store: unreachable ({e})"));
     }
     for route in gw.routes.iter() {
         if route.pool.is_some() {
@@ -37,7 +40,7 @@ pub fn readiness(gw: &Gateway) -> Vec<String> {
 
 /// Sets the gauges that are read rather than counted, then renders everything.
 pub fn render_metrics(gw: &Gateway) -> String {
-    let m = &gw.metrics;
+    let m = &gw.shared.metrics;
     m.token_cache_entries
         .set(gw.token_cache().entry_count() as i64);
     for route in gw.routes.iter() {
@@ -84,7 +87,7 @@ impl AdminApp {
                 format!("ok\npid {}\n", std::process::id()),
             ),
             "/readyz" => {
-                let reasons = readiness(&gw);
+                let reasons = readiness(&gw).await;
                 if reasons.is_empty() {
                     (
                         StatusCode::OK,

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Shared};
 use crate::oauth::client::Resolved;
 use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
 use crate::proxy::routes::RouteTable;
-use crate::session::CookieStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -73,15 +72,9 @@ pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, Star
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let loopwise = loopwise_client_or_pending(&config, metrics.clone()).await?;
     let routes = RouteTable::build(&config.routes).await?;
-    let admin = config.server.admin_listen;
-    let gateway = Gateway::new(
-        Arc::new(config),
-        routes,
-        loopwise,
-        Arc::new(CookieStore),
-        metrics,
-    );
-    gateway.set_admin_addr(admin);
+    let shared = Arc::new(Shared::local(metrics, config.session.refresh_grace));
+    shared.set_admin_addr(config.server.admin_listen);
+    let gateway = Gateway::new(shared, Arc::new(config), routes, loopwise);
     Ok(gateway)
 }
 

@@ -126,7 +126,7 @@ impl ShutdownSignalWatch for Signals {
                 _ = term.recv() => {
                     // Readiness first, listeners later: load balancers see 503 on /readyz
                     // and stop sending while new connections are still accepted.
-                    self.live.current().draining.store(true, Ordering::Relaxed);
+                    self.live.current().shared.draining.store(true, Ordering::Relaxed);
                     tracing::info!(
                         delay = ?self.shutdown_delay,
                         grace = ?self.live.current().config.server.shutdown_grace,

@@ -94,7 +94,11 @@ impl Live {
         let old = self.current();
         let result = self.build_next(&old).await;
         let label = if result.is_ok() { "ok" } else { "error" };
-        old.metrics.config_reloads.with_label_values(&[label]).inc();
+        old.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
         match result {
             Ok(next) => {
                 let routes = next.routes.iter().count();
@@ -126,7 +130,7 @@ impl Live {
             if config.loopwise == old.config.loopwise && s.callback_url() == o.callback_url() {
                 old.loopwise.clone()
             } else {
-                loopwise_client(&config, old.metrics.clone()).await?
+                loopwise_client(&config, old.shared.metrics.clone()).await?
             };
         let routes = RouteTable::build(&config.routes)
             .await
@@ -145,7 +149,12 @@ impl Live {
         if let (Some(cert), Some(slot)) = (cert, self.tls.get()) {
             slot.replace(cert);
         }
-        Ok(Gateway::reloaded(old, Arc::new(config), routes, loopwise))
+        Ok(Gateway::new(
+            old.shared.clone(),
+            Arc::new(config),
+            routes,
+            loopwise,
+        ))
     }
 
     /// Reloads on every `SIGHUP` until the process ends.

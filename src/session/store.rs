@@ -22,8 +22,12 @@ pub trait SessionStore: Send + Sync {
     /// Unreadable payloads are `Ok(None)`: a bad cookie means "log in again".
     async fn load(&self, payload: &[u8], now: u64) -> Result<Option<Session>, StoreError>;
 
-    /// Forgets the session (sign-out).
+    /// Forgets the session (sign-out): on a server-side store, every copy of its cookie
+    /// is dead at once.
     async fn remove(&self, payload: &[u8]) -> Result<(), StoreError>;
+
+    /// Whether the store can be used now; `/readyz` reports it.
+    async fn health(&self) -> Result<(), StoreError>;
 
     /// Short name for logs and readiness (`cookie`, `memory`, `redis`).
     fn kind(&self) -> &'static str;
@@ -50,13 +54,18 @@ impl SessionStore for CookieStore {
         Ok(())
     }
 
+    async fn health(&self) -> Result<(), StoreError> {
+        // Nothing to reach: the browser holds the sessions.
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "cookie"
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::session::model::Identity;
 
@@ -85,7 +94,14 @@ mod tests {
         assert_eq!(store.load(&payload, 100).await.unwrap(), None, "expired");
         assert_eq!(store.load(b"garbage", 10).await.unwrap(), None);
         assert_eq!(store.load(b"", 10).await.unwrap(), None);
+        store.health().await.unwrap();
         store.remove(&payload).await.unwrap();
+        // A removed session is gone on a server-side store; a cookie store keeps nothing
+        // to remove (sign-out also records the session as ended, see `Revocations`).
+        if store.kind() != "cookie" {
+            assert_eq!(store.load(&payload, 10).await.unwrap(), None, "removed");
+        }
+        assert!(!store.kind().is_empty());
     }
 
     #[tokio::test]

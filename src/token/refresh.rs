@@ -5,10 +5,15 @@
 //! Loopwise however many requests race. Results are remembered for `refresh_grace`,
 //! keyed by the *old* refresh token, so requests still carrying the pre-refresh cookie
 //! get the new tokens from memory instead of spending the old token again.
+//!
+//! [`RefreshCoordinator`] is the seam: [`Refresher`] coordinates the requests of this
+//! replica; a coordinator shared by replicas (a Redis lease plus the stored outcome)
+//! implements the same trait and runs the same [`contract`](tests::contract).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::oauth::{LoopwiseClient, LoopwiseError};
@@ -80,6 +85,18 @@ impl moka::Expiry<[u8; 32], Arc<RefreshOutcome>> for OutcomeExpiry {
     }
 }
 
+/// Spends a session's refresh token at most once, for every request that needs it.
+#[async_trait]
+pub trait RefreshCoordinator: Send + Sync {
+    /// Refreshes `session` once for everyone asking with the same refresh token: one
+    /// request's call reaches Loopwise (`performed`), every other gets its outcome, both
+    /// while the call is in flight and for `session.refresh_grace` after it.
+    async fn refresh(&self, loopwise: &LoopwiseClient, session: &Session, now: u64) -> Attempt;
+
+    /// Short name for logs (`local`, `redis`).
+    fn kind(&self) -> &'static str;
+}
+
 /// The per-replica single-flight coordinator.
 pub struct Refresher {
     outcomes: moka::future::Cache<[u8; 32], Arc<RefreshOutcome>>,
@@ -116,9 +133,15 @@ impl Refresher {
         h.update(s.refresh_token.as_deref().unwrap_or("").as_bytes());
         h.finalize().into()
     }
+}
 
-    /// Refreshes `session` once for everyone asking with the same refresh token.
-    pub async fn refresh(&self, loopwise: &LoopwiseClient, session: &Session, now: u64) -> Attempt {
+#[async_trait]
+impl RefreshCoordinator for Refresher {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn refresh(&self, loopwise: &LoopwiseClient, session: &Session, now: u64) -> Attempt {
         let key = Self::key(session);
         let entry = self
             .outcomes
@@ -155,7 +178,7 @@ fn log_transient(e: &LoopwiseError, failures: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::session::Identity;
 
@@ -238,5 +261,127 @@ mod tests {
         assert_eq!(new.refresh_token.as_deref(), Some("r2"));
         assert_eq!((new.sid.as_str(), new.scope.as_str()), ("s", "read"));
         assert_ne!(Refresher::key(&old), Refresher::key(&new));
+    }
+
+    mod contract_support {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        use async_trait::async_trait;
+
+        use crate::oauth::client::Metadata;
+        use crate::oauth::http::{HttpClient, HttpRequest, HttpResponse, TransportError};
+        use crate::oauth::LoopwiseClient;
+
+        /// A token endpoint that counts grants and answers each after `delay`, with
+        /// `invalid_grant` for refresh tokens starting with `dead`.
+        pub struct TokenEndpoint {
+            pub grants: AtomicUsize,
+            pub delay: std::time::Duration,
+        }
+
+        #[async_trait]
+        impl HttpClient for TokenEndpoint {
+            async fn execute(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+                let n = self.grants.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(self.delay).await;
+                let form: Vec<(String, String)> =
+                    form_urlencoded::parse(&req.body).into_owned().collect();
+                let rt = form
+                    .iter()
+                    .find(|(k, _)| k == "refresh_token")
+                    .map(|(_, v)| v.as_str());
+                let (status, body) = if rt.is_some_and(|t| t.starts_with("dead")) {
+                    (400, r#"{"error":"invalid_grant"}"#.to_string())
+                } else {
+                    (
+                        200,
+                        format!(
+                            r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-{n}"}}"#
+                        ),
+                    )
+                };
+                Ok(HttpResponse {
+                    status,
+                    body: body.into_bytes(),
+                })
+            }
+        }
+
+        pub fn loopwise(delay_ms: u64) -> (LoopwiseClient, Arc<TokenEndpoint>) {
+            let http = Arc::new(TokenEndpoint {
+                grants: AtomicUsize::new(0),
+                delay: std::time::Duration::from_millis(delay_ms),
+            });
+            let metadata = Metadata {
+                issuer: "https://lw.test".into(),
+                authorization_endpoint: "https://lw.test/oauth/authorize".into(),
+                token_endpoint: "https://lw.test/api/oauth/token".into(),
+                revocation_endpoint: None,
+                registration_endpoint: None,
+                userinfo_endpoint: None,
+                introspection_endpoint: None,
+                code_challenge_methods_supported: vec!["S256".into()],
+            };
+            let client = LoopwiseClient::new(
+                http.clone(),
+                metadata,
+                "cid".into(),
+                None,
+                "https://gw.test/oauth2/callback".into(),
+            );
+            (client, http)
+        }
+    }
+
+    /// What every refresh coordinator must do (`grace` as it was built with, ≥ 30 s);
+    /// a coordinator shared by replicas runs it too.
+    pub async fn contract(coordinator: Arc<dyn RefreshCoordinator>) {
+        use std::sync::atomic::Ordering;
+        let (loopwise, endpoint) = contract_support::loopwise(50);
+        let loopwise = Arc::new(loopwise);
+        let mut s = session(1000, Some(&format!("rt-{}", crate::random::token())));
+        s.sid = crate::random::token();
+        // 32 requests race on one refresh token: one grant, one outcome for all.
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let (c, lw, s) = (coordinator.clone(), loopwise.clone(), s.clone());
+            tasks.spawn(async move { c.refresh(&lw, &s, 990).await });
+        }
+        let mut performed = 0;
+        let mut tokens = std::collections::BTreeSet::new();
+        while let Some(a) = tasks.join_next().await {
+            let a = a.unwrap();
+            performed += usize::from(a.performed);
+            match a.outcome.as_ref() {
+                RefreshOutcome::Refreshed(new) => {
+                    tokens.insert(new.access_token.clone());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(endpoint.grants.load(Ordering::SeqCst), 1, "one grant");
+        assert_eq!(performed, 1, "one request performed it");
+        assert_eq!(tokens.len(), 1, "everyone got the same tokens");
+        // A late request with the pre-refresh cookie, within the grace: no second grant.
+        let late = coordinator.refresh(&loopwise, &s, 1005).await;
+        assert!(!late.performed);
+        assert!(
+            matches!(late.outcome.as_ref(), RefreshOutcome::Refreshed(n) if tokens.contains(&n.access_token))
+        );
+        assert_eq!(endpoint.grants.load(Ordering::SeqCst), 1);
+        // A dead grant ends the session for everyone, and is not presented again.
+        let mut dead = s.clone();
+        dead.refresh_token = Some(format!("dead-{}", crate::random::token()));
+        let first = coordinator.refresh(&loopwise, &dead, 1010).await;
+        assert!(first.performed && matches!(first.outcome.as_ref(), RefreshOutcome::Ended));
+        let again = coordinator.refresh(&loopwise, &dead, 1011).await;
+        assert!(!again.performed && matches!(again.outcome.as_ref(), RefreshOutcome::Ended));
+        assert_eq!(endpoint.grants.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_local_refresher_meets_the_contract() {
+        contract(Arc::new(Refresher::new(Duration::from_secs(30)))).await;
     }
 }
