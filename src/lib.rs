@@ -18,6 +18,7 @@ pub mod oauth;
 pub mod policy;
 pub mod proxy;
 pub mod random;
+pub mod routes;
 pub mod runtime;
 pub mod secret;
 pub mod server;

@@ -133,12 +133,13 @@ pub fn run_blocking(
         .enable_all()
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
-    let gateway = rt.block_on(prepare_with(config, mode.upgrade))?;
+    let generation = rt.block_on(prepare_with(config, mode.upgrade))?;
     drop(rt);
-    let addr = gateway.config.server.listen;
-    let public = gateway.config.server.public_url.clone();
-    let shutdown_delay = gateway.config.server.shutdown_delay;
-    let live = Live::new(gateway, Some(config_path));
+    let server_config = &generation.gateway.config.server;
+    let addr = server_config.listen;
+    let public = server_config.public_url.clone();
+    let shutdown_delay = server_config.shutdown_delay;
+    let live = Live::new(generation, Some(config_path));
     let server = build_server(live.clone(), true, &mode)?;
     tracing::info!(listen = %addr, public_url = %public, upgrade = mode.upgrade, daemon = mode.daemon, pid = std::process::id(), "Loopgate gateway starting");
     server.run(RunArgs {
@@ -243,6 +244,11 @@ impl GatewayHandle {
     /// The gateway currently serving (a snapshot: a reload swaps in a new one).
     pub fn gateway(&self) -> Arc<Gateway> {
         self.live.current()
+    }
+
+    /// The gateway serving now with its routes' backend pools (a snapshot).
+    pub fn generation(&self) -> Arc<crate::proxy::current::Generation> {
+        self.live.generation()
     }
 
     /// Reloads the config file given to [`start_with_file`](Self::start_with_file).

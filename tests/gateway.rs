@@ -1,6 +1,6 @@
 //! The gateway end to end: emulator + echo upstream + pingora gateway, in-process on
 //! loopback, driven like a browser (redirects followed by hand, cookies in a jar).
-//! Each test names the DESIGN §4 checklist item it covers.
+//! Each test names the security property it covers (README, "Security model").
 
 mod common;
 
@@ -16,7 +16,7 @@ async fn login_then_bearer_and_identity_reach_the_upstream() {
     let rig = rig().await;
     let mut b = Browser::new(&rig.url(""));
 
-    // §4 item 1: PKCE S256 on the authorize URL, exact redirect_uri; no verifier in it.
+    // PKCE S256 on the authorize URL, exact redirect_uri; no verifier in it.
     let start = b.navigate("/reports/q3?x=1").await;
     assert_eq!(start.status, StatusCode::FOUND);
     let auth = start.location();
@@ -67,7 +67,7 @@ async fn login_then_bearer_and_identity_reach_the_upstream() {
         Some("no-referrer")
     );
     assert_eq!(done.header("cache-control").as_deref(), Some("no-store"));
-    // §4 item 6: session cookie attributes; the login cookie is cleared.
+    // session cookie attributes; the login cookie is cleared.
     let session = b.jar.get(SESSION).expect("session cookie").clone();
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(session.raw.contains(attr), "{attr} in {}", session.raw);
@@ -115,7 +115,7 @@ async fn login_then_bearer_and_identity_reach_the_upstream() {
         (StatusCode::OK, Some("grace"))
     );
 
-    // §4 item 5: the token never reached the browser (bodies, headers, cookies).
+    // the token never reached the browser (bodies, headers, cookies).
     // (Only the login flow: the echo upstream itself reflects the header back.)
     for s in &b.seen[..login_flow_seen] {
         assert!(!s.contains(token), "token leaked to the browser");
@@ -161,7 +161,7 @@ async fn spoofed_identity_headers_and_gateway_cookies_are_stripped() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let echo: Value = r.json().await.unwrap();
-    // §4 item 8: no trusted proxies configured, so X-Forwarded-* are the gateway's own.
+    // no trusted proxies configured, so X-Forwarded-* are the gateway's own.
     assert_eq!(echoed(&echo, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(
         echo["headers"]["x-forwarded-for"].as_array().unwrap().len(),

@@ -1,4 +1,4 @@
-//! DESIGN §4 item 3: every line of the public open-redirect corpus
+//! No open redirect: every line of the public open-redirect corpus
 //! (`../shared/testdata/openredirects.txt`, URL-unescaped once) is refused as a
 //! post-login target — by the pure check, and end to end through a real login.
 

@@ -224,7 +224,11 @@ async fn round_robin_failover_and_health_check_recovery() {
         assert_eq!(get().await, "a");
     }
     // The health check takes b out of rotation...
-    let pool = || rig.gw.gateway().routes.find(None, "/pool").unwrap().clone();
+    let pool = || {
+        let generation = rig.gw.generation();
+        let route = generation.gateway.routes.find(None, "/pool").unwrap();
+        generation.pools.of(route).unwrap().clone()
+    };
     assert!(
         eventually(10, async || pool()
             .backends()

@@ -156,7 +156,8 @@ pub struct LoopwiseConfig {
     pub ca_file: Option<PathBuf>,
     /// HS256 secret for validating Bearer tokens locally (no call to Loopwise).
     pub jwt_secret: Option<Secret>,
-    /// When set, Bearer tokens and sessions must belong to this school.
+    /// When set, Bearer tokens must belong to this school (sessions are not checked:
+    /// a route's `schools` restricts them).
     pub school_id: Option<String>,
     /// When set, locally validated tokens must name it in `aud`.
     pub audience: Option<String>,

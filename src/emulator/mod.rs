@@ -1,4 +1,4 @@
-//! The Loopwise emulator (DESIGN §5): a strict, in-memory Loopwise school that tests,
+//! The Loopwise emulator: a strict, in-memory Loopwise school that tests,
 //! the demo and developers integrating with Loopwise can run locally.
 //!
 //! Like Loopwise's front servers, it refuses over-long input before any endpoint runs: a

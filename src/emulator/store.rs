@@ -142,7 +142,7 @@ struct AccessRecord {
     exp: u64,
 }
 
-/// The token endpoint's success body, fields exactly as Loopwise's (DESIGN §1).
+/// The token endpoint's success body, fields exactly as Loopwise's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,

@@ -8,7 +8,7 @@ use crate::config::AuthKind;
 use crate::gateway::reply::Reply;
 use crate::html::escape;
 use crate::policy::authz::Missing;
-use crate::proxy::routes::Route;
+use crate::routes::Route;
 use crate::session::Identity;
 
 /// Who a request is, once authenticated: what gets injected upstream.

@@ -336,7 +336,8 @@ async fn userinfo(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
 /// Only peers in `server.trusted_proxies` get an answer (403 otherwise).
 async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     // The 202 carries the access token for the front proxy to copy upstream: it must never
-    // be answered to a browser (DESIGN §4 item 5), only to a configured front proxy.
+    // be answered to a browser (tokens never reach the browser), only to a configured
+    // front proxy.
     let trusted = view
         .peer
         .is_some_and(|p| gw.config.server.trusted_proxies.contains(p));

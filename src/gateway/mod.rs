@@ -4,7 +4,6 @@
 
 mod authorize;
 mod clock;
-mod current;
 mod endpoints;
 pub mod identity;
 pub mod reply;
@@ -17,14 +16,13 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 pub use clock::Clock;
-pub use current::Current;
 pub use shared::Shared;
 
 use crate::config::Config;
 use crate::gateway::reply::Reply;
 use crate::login::state::{self, LoginState, LOGIN_TTL};
 use crate::oauth::{pkce, LoopwiseClient};
-use crate::proxy::routes::RouteTable;
+use crate::routes::RouteTable;
 use crate::session::{cookies, Keyring, Purpose, Session};
 use crate::token::cache::{Lookup, TokenCache};
 use crate::token::refresh::{needs_refresh, RefreshOutcome};
@@ -90,7 +88,7 @@ pub struct RequestView<'a> {
     pub host: Option<&'a str>,
     /// The peer's address (the client, or a proxy in front of us).
     pub peer: Option<std::net::IpAddr>,
-    /// Normalised path (see `proxy::path`).
+    /// Normalised path (see `wire::path`).
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,

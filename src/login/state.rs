@@ -4,7 +4,7 @@
 //! Each login has its own cookie (named after its state), so several tabs can log in at
 //! once. The cookie's name is the sealing's associated data, so a value cannot be moved
 //! to another state's name. Single use is enforced by clearing the cookie and by a
-//! per-replica record of consumed states.
+//! record of used states ([`super::replay::ReplayGuard`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

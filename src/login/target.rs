@@ -1,4 +1,4 @@
-//! Post-login redirect targets: only same-origin relative paths (DESIGN §4 item 3).
+//! Post-login redirect targets: only same-origin relative paths (no open redirect).
 //!
 //! Checked on the value as received *and* after percent-decoding (repeatedly, since
 //! browsers and upstreams differ in how often they decode): it must start with one `/`,

@@ -88,7 +88,7 @@ impl Metadata {
     }
 }
 
-/// A token endpoint answer (DESIGN §1); extra Loopwise fields are ignored.
+/// A token endpoint answer (RFC 6749 §5.1, as Loopwise sends it); extra fields are ignored.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 pub struct TokenSet {
     pub access_token: String,
@@ -224,7 +224,7 @@ pub struct LoopwiseClient {
     /// Why it is still pending (the last discovery error), for /readyz and errors.
     pending_reason: Arc<Mutex<String>>,
     client_secret: Option<Secret>,
-    /// Byte-identical in the authorize and token requests (DESIGN §4 item 4).
+    /// Byte-identical in the authorize and token requests (Loopwise compares them exactly).
     pub redirect_uri: String,
 }
 

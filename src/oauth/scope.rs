@@ -1,6 +1,6 @@
 //! Space-delimited scope lists (RFC 6749 §3.3).
 
-/// Every scope a Loopwise school knows (DESIGN §1); newer schools add OpenID ones.
+/// Every scope a Loopwise school knows; newer schools add OpenID ones.
 pub const LOOPWISE_SCOPES: &[&str] = &[
     "read",
     "write",

@@ -1,4 +1,5 @@
-//! Request classification and the per-request authentication decision (pure).
+//! Pure policy pieces: whether a request is a browser navigation, and what a route
+//! requires of an identity. The per-request decision itself is `gateway::authorize`.
 
 pub mod authz;
 pub mod navigation;

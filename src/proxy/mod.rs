@@ -2,8 +2,9 @@
 //! guard, TLS. It translates between pingora and the gateway's decisions.
 
 pub mod certs;
+pub mod current;
 pub mod guard;
-pub mod routes;
+pub mod pools;
 pub mod service;
 pub mod settle;
 pub mod tls;

@@ -10,10 +10,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session as PSession};
 
-use super::routes::Route;
+use super::current::{Current, Generation};
 use crate::config::AuthKind;
 use crate::gateway::reply::Reply;
 use crate::gateway::{Authenticated, Decision, Gateway, RequestView};
+use crate::routes::Route;
 use crate::wire::headers;
 use crate::wire::host::{Authority, HostError};
 use crate::wire::path;
@@ -41,7 +42,7 @@ pub struct Ctx {
     upstream_status: u16,
     /// The gateway snapshot this request uses from start to end (a reload may swap in
     /// another for later requests).
-    gw: Option<Arc<Gateway>>,
+    generation: Option<Arc<Generation>>,
     /// From the client's `X-Request-Id` when sane, else generated; sent upstream and logged.
     request_id: String,
 }
@@ -60,7 +61,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
 }
 
 pub struct LoopgateProxy {
-    pub current: Arc<crate::gateway::Current>,
+    pub current: Arc<Current>,
 }
 
 /// Writes a gateway-made response: always with `Content-Length`, so the connection can be
@@ -118,14 +119,23 @@ fn idempotent(m: &http::Method) -> bool {
 }
 
 impl LoopgateProxy {
+    /// The generation this request started with (a reload mid-request does not change
+    /// it), or the serving one for a request that has none yet.
+    fn generation(&self, ctx: &Ctx) -> Arc<Generation> {
+        ctx.generation
+            .clone()
+            .unwrap_or_else(|| self.current.load())
+    }
+
     fn gw(&self, ctx: &Ctx) -> Arc<Gateway> {
-        ctx.gw.clone().unwrap_or_else(|| self.current.load())
+        self.generation(ctx).gateway.clone()
     }
 
     /// Decides what to do with a request; `Some(reply)` ends it here.
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
-        let gw = self.current.load();
-        ctx.gw = Some(gw.clone());
+        let generation = self.current.load();
+        let gw = generation.gateway.clone();
+        ctx.generation = Some(generation.clone());
         let now = gw.shared.clock.now();
         let req = session.req_header();
         ctx.request_id = request_id(&req.headers);
@@ -213,7 +223,7 @@ impl LoopgateProxy {
                 ctx.outcome = outcome;
                 ctx.auth = auth;
                 ctx.set_cookies = set_cookies;
-                if route.pool.is_none() {
+                if route.is_policy_only() {
                     ctx.outcome = "policy_only_route";
                     return Some(Reply::error(404, ctx.navigation, "not_found", "Not found"));
                 }
@@ -264,7 +274,12 @@ impl ProxyHttp for LoopgateProxy {
             .route
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let (addr, up) = route
+        let generation = self.generation(ctx);
+        let pool = generation
+            .pools
+            .of(&route)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route without a pool"))?;
+        let (addr, up) = pool
             .pick(&ctx.tried)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no backend available"))?;
         let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
@@ -272,10 +287,10 @@ impl ProxyHttp for LoopgateProxy {
         peer.options.total_connection_timeout =
             Some(route.config.connect_timeout + Duration::from_secs(5));
         peer.options.read_timeout = Some(route.config.read_timeout);
-        peer.options.ca = route.ca.clone();
+        peer.options.ca = pool.ca.clone();
         // pingora's connection reuse ignores the CA: keep each route's connections apart so
         // a route with weaker trust never reuses a connection verified under another's.
-        peer.group_key = route.group_key;
+        peer.group_key = pool.group_key;
         ctx.backend = Some(addr);
         ctx.upstream_authority = Some(up.authority());
         ctx.upstream_started = Some(Instant::now());
@@ -290,10 +305,11 @@ impl ProxyHttp for LoopgateProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Passive failure handling: one retry on another backend, for idempotent requests.
-        let backends = ctx
-            .route
-            .as_ref()
-            .map_or(0, |r| r.config.upstreams.len().max(r.backends().len()));
+        let generation = self.generation(ctx);
+        let backends = ctx.route.as_ref().map_or(0, |r| {
+            let known = generation.pools.of(r).map_or(0, |p| p.backends().len());
+            r.config.upstreams.len().max(known)
+        });
         if let Some(addr) = ctx.backend {
             tracing::warn!(backend = %addr, error = %e, "cannot connect to backend");
             ctx.tried.push(addr);

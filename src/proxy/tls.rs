@@ -1,4 +1,5 @@
-//! Upstream TLS trust: an optional per-route CA bundle (PEM), loaded once at start-up.
+//! Upstream TLS trust: an optional per-route CA bundle (PEM), loaded when the route's
+//! pool is built (start-up and every reload).
 //! Without one, pingora verifies upstream certificates against the system roots.
 
 use std::sync::Arc;

@@ -12,11 +12,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 
-use crate::gateway::Gateway;
+use crate::proxy::current::Generation;
 use crate::runtime::live::Live;
 
 /// Why the gateway is not ready, if it is not (empty: ready).
-pub async fn readiness(gw: &Gateway) -> Vec<String> {
+pub async fn readiness(generation: &Generation) -> Vec<String> {
+    let gw = &generation.gateway;
     let mut reasons = Vec::new();
     if gw.shared.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_string());
@@ -28,9 +29,8 @@ pub async fn readiness(gw: &Gateway) -> Vec<String> {
         reasons.push(format!("session store: unreachable ({e})"));
     }
     for route in gw.routes.iter() {
-        if route.pool.is_some() {
-            let backends = route.backends();
-            if !backends.iter().any(|(_, healthy)| *healthy) {
+        if let Some(pool) = generation.pools.of(route) {
+            if !pool.backends().iter().any(|(_, healthy)| *healthy) {
                 reasons.push(format!("route {}: no healthy backend", route.config.name));
             }
         }
@@ -39,12 +39,14 @@ pub async fn readiness(gw: &Gateway) -> Vec<String> {
 }
 
 /// Sets the gauges that are read rather than counted, then renders everything.
-pub fn render_metrics(gw: &Gateway) -> String {
+pub fn render_metrics(generation: &Generation) -> String {
+    let gw = &generation.gateway;
     let m = &gw.shared.metrics;
     m.token_cache_entries
         .set(gw.token_cache().entry_count() as i64);
     for route in gw.routes.iter() {
-        for (addr, healthy) in route.backends() {
+        let backends = generation.pools.of(route).map(|p| p.backends());
+        for (addr, healthy) in backends.unwrap_or_default() {
             m.backend_healthy
                 .with_label_values(&[route.config.name.as_str(), &addr.to_string()])
                 .set(i64::from(healthy));
@@ -70,7 +72,8 @@ impl AdminApp {
                 "only GET and HEAD\n".into(),
             );
         }
-        let gw = self.live.current();
+        let generation = self.live.generation();
+        let gw = &generation.gateway;
         match path {
             "/metrics" => {
                 // moka counts lazily; settle pending bookkeeping so the entry gauge is current.
@@ -78,7 +81,7 @@ impl AdminApp {
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    render_metrics(&gw),
+                    render_metrics(&generation),
                 )
             }
             "/healthz" => (
@@ -87,7 +90,7 @@ impl AdminApp {
                 format!("ok\npid {}\n", std::process::id()),
             ),
             "/readyz" => {
-                let reasons = readiness(&gw).await;
+                let reasons = readiness(&generation).await;
                 if reasons.is_empty() {
                     (
                         StatusCode::OK,

@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::gateway::{Gateway, Shared};
 use crate::oauth::client::Resolved;
 use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
-use crate::proxy::routes::RouteTable;
+use crate::proxy::current::Generation;
+use crate::proxy::pools::Pools;
+use crate::routes::RouteTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -27,7 +29,7 @@ pub enum StartError {
     #[error("{0}")]
     Registration(#[from] registration::RegistrationError),
     #[error("{0}")]
-    Routes(#[from] crate::proxy::routes::ResolveError),
+    Routes(#[from] crate::proxy::pools::ResolveError),
     #[error("{0}")]
     Http(String),
     #[error("the gateway did not start listening on {0} within 10s")]
@@ -48,13 +50,13 @@ fn unix_now() -> u64 {
 /// Everything that needs the network before serving: metadata, registration, DNS.
 /// Runs on a short-lived runtime with its own HTTP client; the request-path client is a
 /// different one, so no connection outlives the runtime that opened it.
-pub async fn prepare(config: Config) -> Result<Gateway, StartError> {
+pub async fn prepare(config: Config) -> Result<Generation, StartError> {
     prepare_with(config, false).await
 }
 
 /// [`prepare`], for a process that takes its listening sockets over from a running one
 /// (`--upgrade`): those addresses are in use by design, so they are not probed.
-pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, StartError> {
+pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Generation, StartError> {
     if !upgrade {
         // Fail early and clearly if a port is taken (pingora would panic in a task).
         for addr in [config.server.listen, config.server.admin_listen] {
@@ -71,11 +73,15 @@ pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Gateway, Star
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let loopwise = loopwise_client_or_pending(&config, metrics.clone()).await?;
-    let routes = RouteTable::build(&config.routes).await?;
+    let pools = Pools::build(&config.routes).await?;
+    let routes = RouteTable::new(&config.routes);
     let shared = Arc::new(Shared::local(metrics, config.session.refresh_grace));
     shared.set_admin_addr(config.server.admin_listen);
     let gateway = Gateway::new(shared, Arc::new(config), routes, loopwise);
-    Ok(gateway)
+    Ok(Generation {
+        gateway: Arc::new(gateway),
+        pools,
+    })
 }
 
 /// Loopwise metadata and the client id (configured, or registered dynamically and

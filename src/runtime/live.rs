@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use pingora::services::background::BackgroundService;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors};
-use crate::gateway::{Current, Gateway};
-use crate::proxy::routes::RouteTable;
+use crate::gateway::Gateway;
+use crate::proxy::current::{Current, Generation};
+use crate::proxy::pools::Pools;
+use crate::routes::RouteTable;
 use crate::runtime::bootstrap::{loopwise_client, StartError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +50,9 @@ impl TlsSlot {
 }
 
 impl Live {
-    pub fn new(gateway: Gateway, config_path: Option<PathBuf>) -> Arc<Live> {
+    pub fn new(generation: Generation, config_path: Option<PathBuf>) -> Arc<Live> {
         Arc::new(Live {
-            current: Arc::new(Current::new(gateway)),
+            current: Arc::new(Current::new(generation)),
             config_path,
             pools_stop: Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
@@ -59,7 +60,13 @@ impl Live {
         })
     }
 
+    /// The gateway serving now (a snapshot).
     pub fn current(&self) -> Arc<Gateway> {
+        self.current.load().gateway.clone()
+    }
+
+    /// The generation serving now: the gateway and its routes' pools (a snapshot).
+    pub fn generation(&self) -> Arc<Generation> {
         self.current.load()
     }
 
@@ -80,11 +87,10 @@ impl Live {
         if let Some(old) = previous {
             let _ = old.send(true);
         }
-        for route in self.current().routes.iter() {
-            if let Some(pool) = route.pool.clone() {
-                let rx = rx.clone();
-                tokio::spawn(async move { pool.start(rx).await });
-            }
+        let generation = self.generation();
+        for pool in generation.pools.iter() {
+            let (pool, rx) = (pool.clone(), rx.clone());
+            tokio::spawn(async move { pool.run(rx).await });
         }
     }
 
@@ -101,7 +107,7 @@ impl Live {
             .inc();
         match result {
             Ok(next) => {
-                let routes = next.routes.iter().count();
+                let routes = next.gateway.routes.iter().count();
                 self.current.store(next);
                 self.start_pools();
                 tracing::info!(routes, "config reloaded");
@@ -114,7 +120,7 @@ impl Live {
         }
     }
 
-    async fn build_next(&self, old: &Gateway) -> Result<Gateway, ReloadError> {
+    async fn build_next(&self, old: &Gateway) -> Result<Generation, ReloadError> {
         let path = self.config_path.as_ref().ok_or(ReloadError::NoConfigFile)?;
         let config = config::load(path).map_err(ReloadError::Config)?;
         let s = &config.server;
@@ -132,9 +138,10 @@ impl Live {
             } else {
                 loopwise_client(&config, old.shared.metrics.clone()).await?
             };
-        let routes = RouteTable::build(&config.routes)
+        let pools = Pools::build(&config.routes)
             .await
             .map_err(StartError::from)?;
+        let routes = RouteTable::new(&config.routes);
         // Certificate files are re-read; the new pair is swapped in with the rest.
         let cert = match (&config.server.tls, self.tls.get()) {
             (Some(t), Some(_)) => Some(
@@ -149,12 +156,11 @@ impl Live {
         if let (Some(cert), Some(slot)) = (cert, self.tls.get()) {
             slot.replace(cert);
         }
-        Ok(Gateway::new(
-            old.shared.clone(),
-            Arc::new(config),
-            routes,
-            loopwise,
-        ))
+        let gateway = Gateway::new(old.shared.clone(), Arc::new(config), routes, loopwise);
+        Ok(Generation {
+            gateway: Arc::new(gateway),
+            pools,
+        })
     }
 
     /// Reloads on every `SIGHUP` until the process ends.

@@ -1,7 +1,6 @@
-//! The route table and each route's backend pool.
+//! Each route's backend pool (matching is [`crate::routes`], pure).
 //!
-//! Matching: the most specific host (exact, then the longest wildcard, then any), then the
-//! longest path prefix, on the normalised path. Each route balances its backends
+//! Each route with upstreams balances its backends
 //! round-robin with pingora's load balancer: DNS names are resolved off the request path
 //! (at start-up and every [`DNS_REFRESH`]), and optional active HTTP health checks take
 //! failing backends out of rotation.
@@ -16,9 +15,10 @@ use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::services::background::BackgroundService;
 
 use crate::config::{RouteConfig, Upstream};
-use crate::wire::path::{under_prefix, NormalPath};
+use crate::routes::Route;
 
 /// How often upstream host names are resolved again.
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
@@ -89,95 +89,49 @@ impl pingora::lb::health_check::HealthObserve for HealthLog {
     }
 }
 
-/// A route ready to serve.
-pub struct Route {
-    pub config: RouteConfig,
-    /// `None` for a policy-only route (no upstream).
-    pub pool: Option<Arc<LoadBalancer<RoundRobin>>>,
+/// The backends of one route.
+pub struct Pool {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    upstreams: Vec<Upstream>,
     /// Trust roots for https upstreams when `ca_file` is set.
     pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Separates this route's pooled upstream connections from other routes'.
     pub group_key: u64,
 }
 
-impl std::fmt::Debug for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Route")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Route {
-    /// Whether the route's path prefix covers a normalised path (ignoring ASCII case when
-    /// the route says `case_insensitive`, for upstreams that read `/ADMIN` as `/admin`).
-    pub fn covers(&self, path: &str) -> bool {
-        if self.config.case_insensitive {
-            under_prefix(
-                &path.to_ascii_lowercase(),
-                &self.config.path.to_ascii_lowercase(),
-            )
-        } else {
-            under_prefix(path, &self.config.path)
-        }
-    }
-
-    /// The path sent upstream for a request path this route covers: the prefix stripped
-    /// or rewritten when configured (segment-wise, so `;params` past it are kept),
-    /// otherwise the path as normalised, params included.
-    pub fn upstream_path(&self, np: &NormalPath) -> String {
-        let rc = &self.config;
-        if rc.rewrite.is_none() && !rc.strip_prefix {
-            return np.upstream.clone();
-        }
-        // Under `case_insensitive`, `/ADMIN/x` is stripped like `/admin/x`.
-        let (np, prefix) = if rc.case_insensitive {
-            let lowered = NormalPath {
-                path: np.path.to_ascii_lowercase(),
-                ..np.clone()
-            };
-            (
-                std::borrow::Cow::Owned(lowered),
-                rc.path.to_ascii_lowercase(),
-            )
-        } else {
-            (std::borrow::Cow::Borrowed(np), rc.path.clone())
-        };
-        match &rc.rewrite {
-            Some(rw) => np.rewrite_upstream(&prefix, rw),
-            None => np.strip_upstream(&prefix),
-        }
-    }
-
+impl Pool {
     /// The next backend: round-robin among healthy ones not in `exclude`; when every
     /// backend is unhealthy, any not excluded (fail open rather than refuse everything).
     pub fn pick(&self, exclude: &[SocketAddr]) -> Option<(SocketAddr, &Upstream)> {
-        let pool = self.pool.as_ref()?;
+        let pool = &self.lb;
         let excluded = |b: &Backend| b.addr.as_inet().is_some_and(|a| exclude.contains(a));
         let chosen = pool
             .select_with(b"", 256, |b, healthy| healthy && !excluded(b))
             .or_else(|| pool.select_with(b"", 256, |b, _| !excluded(b)))?;
         let addr = *chosen.addr.as_inet()?;
         let origin = chosen.ext.get::<BackendOrigin>().map_or(0, |o| o.0);
-        Some((addr, self.config.upstreams.get(origin)?))
+        Some((addr, self.upstreams.get(origin)?))
     }
 
     /// Every backend currently known, with its health.
     pub fn backends(&self) -> Vec<(SocketAddr, bool)> {
-        let Some(pool) = &self.pool else {
-            return Vec::new();
-        };
-        let backends = pool.backends();
+        let backends = self.lb.backends();
         backends
             .get_backend()
             .iter()
             .filter_map(|b| Some((*b.addr.as_inet()?, backends.ready(b))))
             .collect()
     }
+
+    /// Resolves names again and runs health checks until `stop` turns true.
+    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.lb.start(stop).await
+    }
 }
 
-/// Builds a route's pool and resolves it once (start-up fails on unresolvable names).
-pub async fn build_route(index: usize, c: &RouteConfig) -> Result<Route, ResolveError> {
+/// Builds a route's pool and resolves it once (start-up fails on unresolvable names);
+/// `None` for a policy-only route (no upstream).
+async fn build_pool(index: usize, c: &RouteConfig) -> Result<Option<Pool>, ResolveError> {
     let err = |key: &'static str, reason: String| ResolveError { index, key, reason };
     // Literal addresses resolve without DNS; names go through the discovery.
     for u in &c.upstreams {
@@ -192,12 +146,7 @@ pub async fn build_route(index: usize, c: &RouteConfig) -> Result<Route, Resolve
         None => None,
     };
     if c.upstreams.is_empty() {
-        return Ok(Route {
-            config: c.clone(),
-            pool: None,
-            ca,
-            group_key: index as u64 + 1,
-        });
+        return Ok(None);
     }
     let backends = Backends::new(Box::new(DnsDiscovery {
         upstreams: c.upstreams.clone(),
@@ -230,67 +179,52 @@ pub async fn build_route(index: usize, c: &RouteConfig) -> Result<Route, Resolve
     lb.update()
         .await
         .map_err(|e| err("upstream", format!("cannot resolve: {e}")))?;
-    Ok(Route {
-        config: c.clone(),
-        pool: Some(Arc::new(lb)),
+    Ok(Some(Pool {
+        lb: Arc::new(lb),
+        upstreams: c.upstreams.clone(),
         ca,
         group_key: index as u64 + 1,
-    })
+    }))
 }
 
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    /// Sorted most specific first (host, then path length), so the first match wins.
-    routes: Vec<Arc<Route>>,
-}
+/// Every route's pool, by [`Route::index`].
+#[derive(Default)]
+pub struct Pools(Vec<Option<Arc<Pool>>>);
 
-impl RouteTable {
-    pub fn new(mut routes: Vec<Route>) -> RouteTable {
-        routes.sort_by_key(|r| {
-            std::cmp::Reverse((
-                r.config.host.specificity(),
-                r.config.path.trim_end_matches('/').len(),
-            ))
-        });
-        RouteTable {
-            routes: routes.into_iter().map(Arc::new).collect(),
-        }
-    }
-
-    /// Builds and resolves every route.
-    pub async fn build(configs: &[RouteConfig]) -> Result<RouteTable, ResolveError> {
-        let mut routes = Vec::with_capacity(configs.len());
+impl Pools {
+    /// Builds and resolves the pool of every route.
+    pub async fn build(configs: &[RouteConfig]) -> Result<Pools, ResolveError> {
+        let mut pools = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
-            routes.push(build_route(i, c).await?);
+            pools.push(build_pool(i, c).await?.map(Arc::new));
         }
-        Ok(RouteTable::new(routes))
+        Ok(Pools(pools))
     }
 
-    /// The route for a normalised host (`None`: no Host header) and normalised path.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| {
-            host.map_or(r.config.host == crate::wire::host::HostPattern::Any, |h| {
-                r.config.host.matches(h)
-            }) && r.covers(path)
-        })
+    /// The pool of `route`; `None` for a policy-only route.
+    pub fn of(&self, route: &Route) -> Option<&Arc<Pool>> {
+        self.0.get(route.index)?.as_ref()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.routes.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.0.iter().flatten()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::AuthKind;
+    use crate::routes::RouteTable;
     use crate::wire::host::HostPattern;
 
-    fn config(name: &str, host: Option<&str>, path: &str, ports: &[u16]) -> RouteConfig {
+    fn config(ports: &[u16]) -> RouteConfig {
         RouteConfig {
-            name: name.into(),
-            host: HostPattern::parse(host).unwrap(),
-            path: path.into(),
+            name: "two".into(),
+            host: HostPattern::parse(None).unwrap(),
+            path: "/".into(),
             upstreams: ports
                 .iter()
                 .map(|p| Upstream {
@@ -316,47 +250,12 @@ mod tests {
         }
     }
 
-    async fn table(cs: &[RouteConfig]) -> RouteTable {
-        RouteTable::build(cs).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn most_specific_host_then_longest_prefix() {
-        let t = table(&[
-            config("root", None, "/", &[1]),
-            config("api", None, "/api/", &[1]),
-            config("apix", None, "/api/x", &[1]),
-            config("wild", Some("*.example.com"), "/", &[1]),
-            config("exact", Some("app.example.com"), "/", &[1]),
-            config("exact-admin", Some("app.example.com"), "/admin", &[1]),
-        ])
-        .await;
-        let name = |h: Option<&str>, p: &str| {
-            t.find(h, p)
-                .map(|r| r.config.name.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(name(Some("other.test"), "/"), "root");
-        assert_eq!(name(Some("other.test"), "/api"), "api");
-        assert_eq!(name(Some("other.test"), "/api/x/1"), "apix");
-        assert_eq!(name(Some("other.test"), "/api/xy"), "api");
-        assert_eq!(name(Some("other.test"), "/apis"), "root");
-        assert_eq!(
-            name(Some("b.example.com"), "/api/x"),
-            "wild",
-            "host before path"
-        );
-        assert_eq!(name(Some("app.example.com"), "/api"), "exact");
-        assert_eq!(name(Some("app.example.com"), "/admin/users"), "exact-admin");
-        assert_eq!(name(None, "/api"), "api", "no Host: only any-host routes");
-        let t = table(&[config("api", None, "/api", &[1])]).await;
-        assert!(t.find(Some("x"), "/other").is_none());
-    }
-
     #[tokio::test]
     async fn round_robin_skips_excluded_backends() {
-        let t = table(&[config("two", None, "/", &[7001, 7002])]).await;
-        let r = t.find(None, "/").unwrap();
+        let configs = [config(&[7001, 7002]), config(&[])];
+        let pools = Pools::build(&configs).await.unwrap();
+        let t = RouteTable::new(&configs);
+        let r = pools.of(t.find(None, "/").unwrap()).unwrap();
         let a = r.pick(&[]).unwrap().0;
         let b = r.pick(&[]).unwrap().0;
         assert_ne!(a, b, "round-robin alternates");
@@ -365,29 +264,6 @@ mod tests {
         }
         assert!(r.pick(&[a, b]).is_none());
         assert_eq!(r.backends().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn case_insensitive_routes_cover_any_case() {
-        let mut admin = config("admin", None, "/admin", &[1]);
-        admin.case_insensitive = true;
-        admin.strip_prefix = true;
-        let t = table(&[config("root", None, "/", &[1]), admin]).await;
-        let name = |p: &str| t.find(None, p).map(|r| r.config.name.clone());
-        for p in ["/admin", "/ADMIN", "/Admin/secret", "/aDmIn/"] {
-            assert_eq!(name(p).as_deref(), Some("admin"), "{p}");
-        }
-        assert_eq!(name("/administrator").as_deref(), Some("root"));
-        let r = t.find(None, "/ADMIN/x").unwrap();
-        let np = |p: &str| crate::wire::path::normalize(p).unwrap();
-        assert_eq!(r.upstream_path(&np("/ADMIN/x")), "/x");
-        assert_eq!(r.upstream_path(&np("/Admin")), "/");
-        assert_eq!(r.upstream_path(&np("/ADMIN;jsessionid=1/Y;z")), "/Y;z");
-        let strict = table(&[
-            config("root", None, "/", &[1]),
-            config("admin", None, "/admin", &[1]),
-        ])
-        .await;
-        assert_eq!(strict.find(None, "/ADMIN").unwrap().config.name, "root");
+        assert_eq!(pools.iter().count(), 1, "a policy-only route has no pool");
     }
 }

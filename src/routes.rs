@@ -1,0 +1,204 @@
+//! Which route serves a request: the most specific host (exact, then the longest
+//! wildcard, then any), then the longest path prefix, on the normalised path. Pure: the
+//! backend pools that carry a route's traffic are the pingora side's
+//! ([`crate::proxy::pools`]), indexed by [`Route::index`].
+
+use std::sync::Arc;
+
+use crate::config::RouteConfig;
+use crate::wire::path::{under_prefix, NormalPath};
+
+/// A configured route.
+#[derive(Debug)]
+pub struct Route {
+    pub config: RouteConfig,
+    /// Its position in the config's `routes` (the key of its backend pool).
+    pub index: usize,
+}
+
+impl Route {
+    /// A route with no upstream only applies policy (forward-auth); proxied to, it is 404.
+    pub fn is_policy_only(&self) -> bool {
+        self.config.upstreams.is_empty()
+    }
+
+    /// Whether the route's path prefix covers a normalised path (ignoring ASCII case when
+    /// the route says `case_insensitive`, for upstreams that read `/ADMIN` as `/admin`).
+    pub fn covers(&self, path: &str) -> bool {
+        if self.config.case_insensitive {
+            under_prefix(
+                &path.to_ascii_lowercase(),
+                &self.config.path.to_ascii_lowercase(),
+            )
+        } else {
+            under_prefix(path, &self.config.path)
+        }
+    }
+
+    /// The path sent upstream for a request path this route covers: the prefix stripped
+    /// or rewritten when configured (segment-wise, so `;params` past it are kept),
+    /// otherwise the path as normalised, params included.
+    pub fn upstream_path(&self, np: &NormalPath) -> String {
+        let rc = &self.config;
+        if rc.rewrite.is_none() && !rc.strip_prefix {
+            return np.upstream.clone();
+        }
+        // Under `case_insensitive`, `/ADMIN/x` is stripped like `/admin/x`.
+        let (np, prefix) = if rc.case_insensitive {
+            let lowered = NormalPath {
+                path: np.path.to_ascii_lowercase(),
+                ..np.clone()
+            };
+            (
+                std::borrow::Cow::Owned(lowered),
+                rc.path.to_ascii_lowercase(),
+            )
+        } else {
+            (std::borrow::Cow::Borrowed(np), rc.path.clone())
+        };
+        match &rc.rewrite {
+            Some(rw) => np.rewrite_upstream(&prefix, rw),
+            None => np.strip_upstream(&prefix),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Sorted most specific first (host, then path length), so the first match wins.
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The table of `configs`, in config order as [`Route::index`].
+    pub fn new(configs: &[RouteConfig]) -> RouteTable {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .enumerate()
+            .map(|(index, c)| Route {
+                config: c.clone(),
+                index,
+            })
+            .collect();
+        routes.sort_by_key(|r| {
+            std::cmp::Reverse((
+                r.config.host.specificity(),
+                r.config.path.trim_end_matches('/').len(),
+            ))
+        });
+        RouteTable {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The route for a normalised host (`None`: no Host header) and normalised path.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| {
+            host.map_or(r.config.host == crate::wire::host::HostPattern::Any, |h| {
+                r.config.host.matches(h)
+            }) && r.covers(path)
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::config::{AuthKind, Upstream};
+    use crate::wire::host::HostPattern;
+
+    fn config(name: &str, host: Option<&str>, path: &str, ports: &[u16]) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            host: HostPattern::parse(host).unwrap(),
+            path: path.into(),
+            upstreams: ports
+                .iter()
+                .map(|p| Upstream {
+                    tls: false,
+                    host: "127.0.0.1".into(),
+                    port: *p,
+                })
+                .collect(),
+            rewrite: None,
+            requirements: Default::default(),
+            skip_auth_methods: Vec::new(),
+            health_check: None,
+            auth: AuthKind::Login,
+            strip_prefix: false,
+            preserve_host: true,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            accept_bearer: false,
+            allow_path_params: false,
+            case_insensitive: false,
+            pass_authorization: false,
+        }
+    }
+
+    fn table(cs: &[RouteConfig]) -> RouteTable {
+        RouteTable::new(cs)
+    }
+
+    #[test]
+    fn most_specific_host_then_longest_prefix() {
+        let t = table(&[
+            config("root", None, "/", &[1]),
+            config("api", None, "/api/", &[1]),
+            config("apix", None, "/api/x", &[1]),
+            config("wild", Some("*.example.com"), "/", &[1]),
+            config("exact", Some("app.example.com"), "/", &[1]),
+            config("exact-admin", Some("app.example.com"), "/admin", &[1]),
+        ]);
+        let name = |h: Option<&str>, p: &str| {
+            t.find(h, p)
+                .map(|r| r.config.name.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(name(Some("other.test"), "/"), "root");
+        assert_eq!(name(Some("other.test"), "/api"), "api");
+        assert_eq!(name(Some("other.test"), "/api/x/1"), "apix");
+        assert_eq!(name(Some("other.test"), "/api/xy"), "api");
+        assert_eq!(name(Some("other.test"), "/apis"), "root");
+        assert_eq!(
+            name(Some("b.example.com"), "/api/x"),
+            "wild",
+            "host before path"
+        );
+        assert_eq!(name(Some("app.example.com"), "/api"), "exact");
+        assert_eq!(name(Some("app.example.com"), "/admin/users"), "exact-admin");
+        assert_eq!(name(None, "/api"), "api", "no Host: only any-host routes");
+        let t = table(&[config("api", None, "/api", &[1])]);
+        assert!(t.find(Some("x"), "/other").is_none());
+    }
+
+    #[test]
+    fn case_insensitive_routes_cover_any_case() {
+        let mut admin = config("admin", None, "/admin", &[1]);
+        admin.case_insensitive = true;
+        admin.strip_prefix = true;
+        let t = table(&[config("root", None, "/", &[1]), admin]);
+        let name = |p: &str| t.find(None, p).map(|r| r.config.name.clone());
+        for p in ["/admin", "/ADMIN", "/Admin/secret", "/aDmIn/"] {
+            assert_eq!(name(p).as_deref(), Some("admin"), "{p}");
+        }
+        assert_eq!(name("/administrator").as_deref(), Some("root"));
+        let r = t.find(None, "/ADMIN/x").unwrap();
+        let np = |p: &str| crate::wire::path::normalize(p).unwrap();
+        assert_eq!(r.upstream_path(&np("/ADMIN/x")), "/x");
+        assert_eq!(r.upstream_path(&np("/Admin")), "/");
+        assert_eq!(r.upstream_path(&np("/ADMIN;jsessionid=1/Y;z")), "/Y;z");
+        let strict = table(&[
+            config("root", None, "/", &[1]),
+            config("admin", None, "/admin", &[1]),
+        ]);
+        assert_eq!(strict.find(None, "/ADMIN").unwrap().config.name, "root");
+    }
+}
