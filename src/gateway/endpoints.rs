@@ -7,9 +7,6 @@ use subtle::ConstantTimeEq;
 use super::{Gateway, RequestView};
 use crate::gateway::reply::Reply;
 use crate::html::escape;
-use crate::login::state::{self, StateError};
-use crate::oauth::LoopwiseError;
-use crate::session::{cookies, Session};
 
 pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     let prefix = &gw.config.server.prefix;
@@ -21,18 +18,7 @@ pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             let target = view.query_param("rd").unwrap_or_else(|| "/".into());
             gw.start_login(&target, now)
         }
-        "/callback" if get => {
-            let reply = callback(gw, view, now).await;
-            let result = match reply.status {
-                302 => "ok",
-                403 => "denied",
-                503 => "loopwise_unreachable",
-                500 => "error",
-                _ => "refused",
-            };
-            gw.shared.metrics.logins.with_label_values(&[result]).inc();
-            reply
-        }
+        "/callback" if get => super::callback::callback(gw, view, now).await,
         "/sign_out" if get => sign_out_page(gw),
         "/sign_out" if post => sign_out(gw, view, now).await,
         "/userinfo" if get => userinfo(gw, view, now).await,
@@ -52,206 +38,6 @@ pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             },
         ),
         _ => Reply::error(404, view.is_navigation(), "not_found", "Not found"),
-    }
-}
-
-/// Callback pages are never cached and never leak the URL (it holds the code).
-fn callback_reply(r: Reply) -> Reply {
-    r.header("referrer-policy", "no-referrer")
-}
-
-fn login_failed(gw: &Gateway, status: u16, headline: &str, detail: &str, target: &str) -> Reply {
-    let retry = format!(
-        "{}/start?rd={}",
-        gw.config.server.prefix,
-        form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
-    );
-    Reply::html(
-        status,
-        headline,
-        &format!(
-            "<h1>{}</h1><p id=\"detail\">{}</p><p><a id=\"retry\" href=\"{}\">Sign in again</a></p>",
-            escape(headline),
-            escape(detail),
-            escape(&retry)
-        ),
-    )
-}
-
-async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
-    let Some(state_value) = view.query_param("state") else {
-        tracing::info!(result = "missing_state", "login callback refused");
-        return callback_reply(login_failed(
-            gw,
-            400,
-            "Sign-in could not be completed",
-            &StateError::Missing.to_string(),
-            "/",
-        ));
-    };
-    let name = state::cookie_name(&gw.login_cookie_base(), &state_value);
-    let jar = cookies::parse(
-        view.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
-    let sealed = jar.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-    let clear_login = cookies::clear(&name, &gw.login_attrs());
-    let login = match state::open(&gw.login_keys, &name, sealed, &state_value, now) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::info!(result = ?e, "login callback refused");
-            let mut r = login_failed(
-                gw,
-                400,
-                "Sign-in could not be completed",
-                &e.to_string(),
-                "/",
-            );
-            if sealed.is_some() {
-                r = r.cookies([clear_login]);
-            }
-            return callback_reply(r);
-        }
-    };
-    let fp = state::fingerprint(&login.state);
-    let first_use = match gw.shared.replay.first_use(&fp, now).await {
-        Ok(first) => first,
-        Err(e) => {
-            // Fail closed: without the guard a replay could pass.
-            tracing::warn!(error = %e, "login callback refused: replay guard unavailable");
-            return callback_reply(
-                login_failed(
-                    gw,
-                    503,
-                    "Sign-in is unavailable right now",
-                    "Please try again in a moment.",
-                    &login.target,
-                )
-                .cookies([clear_login]),
-            );
-        }
-    };
-    if !first_use {
-        tracing::info!(result = "replayed_state", "login callback refused");
-        return callback_reply(
-            login_failed(
-                gw,
-                400,
-                "Sign-in could not be completed",
-                &StateError::Replayed.to_string(),
-                &login.target,
-            )
-            .cookies([clear_login]),
-        );
-    }
-
-    if let Some(error) = view.query_param("error") {
-        let description = view.query_param("error_description").unwrap_or_default();
-        tracing::info!(result = "loopwise_error", error = %crate::wire::headers::sanitize(&error), "login refused by Loopwise");
-        let headline = if error == "access_denied" {
-            "You declined to sign in"
-        } else {
-            "Loopwise could not sign you in"
-        };
-        let detail = if description.is_empty() {
-            error
-        } else {
-            format!("{error}: {description}")
-        };
-        let status = if headline.starts_with("You") {
-            403
-        } else {
-            400
-        };
-        return callback_reply(
-            login_failed(gw, status, headline, &detail, &login.target).cookies([clear_login]),
-        );
-    }
-    let Some(code) = view.query_param("code") else {
-        return callback_reply(
-            login_failed(
-                gw,
-                400,
-                "Sign-in could not be completed",
-                "the callback has no code",
-                &login.target,
-            )
-            .cookies([clear_login]),
-        );
-    };
-
-    let tokens = match gw.loopwise.exchange_code(&code, &login.verifier).await {
-        Ok(t) => t,
-        Err(e) => {
-            return callback_reply(loopwise_failure(gw, &e, &login.target).cookies([clear_login]))
-        }
-    };
-    let identity = match gw.loopwise.userinfo(&tokens.access_token).await {
-        Ok(i) => i,
-        Err(e) => {
-            return callback_reply(loopwise_failure(gw, &e, &login.target).cookies([clear_login]))
-        }
-    };
-    let lifetime = gw.config.session.lifetime.as_secs();
-    let session = Session {
-        sid: crate::random::token(),
-        scope: tokens
-            .scope
-            .clone()
-            .unwrap_or_else(|| gw.config.loopwise.scopes.join(" ")),
-        access_expires_at: now + tokens.expires_in.unwrap_or(3600),
-        access_issued_at: now,
-        access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token,
-        created_at: now,
-        expires_at: now + lifetime,
-        identity,
-    };
-    let mut set = match gw.session_cookies(&session, view.headers, now).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot store the new session");
-            return callback_reply(
-                login_failed(
-                    gw,
-                    500,
-                    "Sign-in could not be completed",
-                    "the session could not be stored",
-                    &login.target,
-                )
-                .cookies([clear_login]),
-            );
-        }
-    };
-    set.push(clear_login);
-    tracing::info!(result = "ok", sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
-    callback_reply(Reply::redirect(302, &login.target).cookies(set))
-}
-
-fn loopwise_failure(gw: &Gateway, e: &LoopwiseError, target: &str) -> Reply {
-    match e {
-        LoopwiseError::Refused { code, .. } => {
-            tracing::warn!(error = %code, "Loopwise refused the login");
-            login_failed(
-                gw,
-                400,
-                "Loopwise refused the sign-in",
-                &format!("{code} — the sign-in link may have expired or been used already"),
-                target,
-            )
-        }
-        other => {
-            tracing::error!(error = %other, "Loopwise unreachable during login");
-            login_failed(
-                gw,
-                503,
-                "Loopwise is unreachable",
-                "The sign-in service did not answer. Please try again in a moment.",
-                target,
-            )
-        }
     }
 }
 
@@ -405,18 +191,8 @@ async fn forward_auth(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
             }
             r
         }
-        super::Decision::Deny { reply, .. } if reply.status == 302 => {
-            // A front proxy cannot follow our redirect; it turns 401 into a login itself.
-            // Keep only cookie deletions (a dead session), not the login-state cookie.
-            let clears: Vec<String> = reply
-                .headers
-                .iter()
-                .filter(|(k, v)| *k == "set-cookie" && v.contains("Max-Age=0"))
-                .map(|(_, v)| v.clone())
-                .collect();
-            Reply::unauthorized("authentication required: sign in through the gateway")
-                .cookies(clears)
+        super::Decision::Deny { denial, audience } => {
+            gw.render_for_forward_auth(denial, audience, &original, now)
         }
-        super::Decision::Deny { reply, .. } => reply,
     }
 }

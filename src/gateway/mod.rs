@@ -3,13 +3,18 @@
 //! `proxy::service` translates between pingora and this module.
 
 mod authorize;
+mod callback;
 mod clock;
+mod denial;
 mod endpoints;
 pub mod identity;
+mod render;
 pub mod reply;
 mod shared;
 
-pub use authorize::{Authenticated, Decision};
+pub use denial::{
+    Audience, Authenticated, Credential, Decision, Denial, Granted, Malformed, TokenProblem,
+};
 
 use std::sync::Arc;
 
@@ -49,35 +54,17 @@ pub enum SessionAuth {
 /// Where a Bearer-authenticated request stands.
 #[derive(Debug)]
 pub enum BearerAuth {
-    Valid(TokenInfo, Lookup),
+    /// A valid token, as `token` (forwarded upstream as is); `lookup` says how the cache
+    /// answered.
+    Valid {
+        info: TokenInfo,
+        token: String,
+        lookup: Lookup,
+    },
     Missing,
     Invalid,
     /// Validation needs Loopwise and Loopwise cannot be reached.
     Unavailable,
-}
-
-/// The client's Bearer token: `None` without an `Authorization` header, `Some(Err)` when
-/// it is not exactly one well-formed Bearer credential.
-pub fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
-    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
-    let first = all.next()?;
-    if all.next().is_some() {
-        return Some(Err(()));
-    }
-    let Ok(v) = first.to_str() else {
-        return Some(Err(()));
-    };
-    Some(match v.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            let token = token.trim();
-            if token.is_empty() || token.contains(' ') {
-                Err(())
-            } else {
-                Ok(token)
-            }
-        }
-        _ => Err(()),
-    })
 }
 
 /// What a request looks like to the decision code.
@@ -345,10 +332,10 @@ impl Gateway {
 
     /// Validates a client's Bearer token (cached; one validation per token at a time).
     pub async fn authenticate_bearer(&self, headers: &HeaderMap, now: u64) -> BearerAuth {
-        let token = match bearer_token(headers) {
-            None => return BearerAuth::Missing,
-            Some(Err(())) => return BearerAuth::Invalid,
-            Some(Ok(t)) => t,
+        let token = match crate::wire::bearer::bearer_token(headers) {
+            Ok(None) => return BearerAuth::Missing,
+            Err(_) => return BearerAuth::Invalid,
+            Ok(Some(t)) => t,
         };
         // Not even shaped like a Loopwise token (a JWT of sane size): refused before the
         // cache, so junk neither costs a call to Loopwise nor fills the negative cache.
@@ -383,7 +370,11 @@ impl Gateway {
                     .as_ref()
                     .is_none_or(|s| *s == info.identity.school);
                 if school_ok {
-                    BearerAuth::Valid(info, lookup)
+                    BearerAuth::Valid {
+                        info,
+                        token: token.to_string(),
+                        lookup,
+                    }
                 } else {
                     BearerAuth::Invalid
                 }
@@ -427,19 +418,14 @@ impl Gateway {
         session: &Session,
         headers: &HeaderMap,
         now: u64,
-    ) -> Result<Vec<String>, String> {
-        let payload = self
-            .shared
-            .store
-            .save(session)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<String>, SaveError> {
+        let payload = self.shared.store.save(session).await?;
         let name = &self.config.session.cookie_name;
         let sealed = self.session_keys.seal(name, &payload);
         let existing = self.existing_session_cookie_names(headers);
         let max_age = session.expires_at.saturating_sub(now);
         cookies::set_chunked(name, &sealed, &self.session_attrs(), max_age, &existing)
-            .ok_or_else(|| "the session is too large for cookies".to_string())
+            .ok_or(SaveError::TooLarge)
     }
 
     fn existing_session_cookie_names(&self, headers: &HeaderMap) -> Vec<String> {
@@ -465,7 +451,7 @@ impl Gateway {
             Ok(url) => url,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a login");
-                return authorize::loopwise_down(true);
+                return render::loopwise_down(true);
             }
         };
         let name = state::cookie_name(&self.login_cookie_base(), &state_value);
@@ -483,19 +469,19 @@ impl Gateway {
         Reply::redirect(302, &url).cookies([cookie])
     }
 
-    /// What an unauthenticated request gets: a login for navigations, 401 otherwise.
-    pub fn challenge(&self, view: &RequestView<'_>, now: u64) -> Reply {
-        if view.is_navigation() {
-            self.start_login(&view.target(), now)
-        } else {
-            Reply::unauthorized("authentication required: sign in through the gateway")
-        }
-    }
-
     /// Handles a request under the gateway prefix.
     pub async fn endpoint(&self, view: &RequestView<'_>, now: u64) -> Reply {
         endpoints::handle(self, view, now).await
     }
+}
+
+/// Why a session could not be handed to the browser.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("the session store refused it: {0}")]
+    Store(#[from] crate::session::store::StoreError),
+    #[error("the session is too large for cookies")]
+    TooLarge,
 }
 
 /// What a request's session cookie led to.

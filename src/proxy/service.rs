@@ -13,7 +13,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session as PSession};
 use super::current::{Current, Generation};
 use crate::config::AuthKind;
 use crate::gateway::reply::Reply;
-use crate::gateway::{Authenticated, Decision, Gateway, RequestView};
+use crate::gateway::{Audience, Authenticated, Decision, Denial, Gateway, RequestView};
 use crate::routes::Route;
 use crate::wire::headers;
 use crate::wire::host::{Authority, HostError};
@@ -218,20 +218,22 @@ impl LoopgateProxy {
             Decision::Allow {
                 auth,
                 set_cookies,
-                outcome,
+                granted,
             } => {
-                ctx.outcome = outcome;
+                ctx.outcome = granted.label();
                 ctx.auth = auth;
                 ctx.set_cookies = set_cookies;
                 if route.is_policy_only() {
-                    ctx.outcome = "policy_only_route";
-                    return Some(Reply::error(404, ctx.navigation, "not_found", "Not found"));
+                    let denial = Denial::PolicyOnly;
+                    let audience = Audience::of(ctx.navigation);
+                    ctx.outcome = denial.label(audience);
+                    return Some(gw.render(denial, audience, &view, now));
                 }
                 None
             }
-            Decision::Deny { reply, outcome } => {
-                ctx.outcome = outcome;
-                Some(reply)
+            Decision::Deny { denial, audience } => {
+                ctx.outcome = denial.label(audience);
+                Some(gw.render(denial, audience, &view, now))
             }
         }
     }

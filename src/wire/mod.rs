@@ -2,6 +2,7 @@
 //! target's path, the authority, forwarding headers and header hygiene. No pingora, no
 //! session: each function decides from bytes or an `http::HeaderMap`.
 
+pub mod bearer;
 pub mod forwarded;
 pub mod framing;
 pub mod headers;

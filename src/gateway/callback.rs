@@ -1,0 +1,288 @@
+//! `{prefix}/callback`: the end of a login. Checks the state (sealed cookie, single use),
+//! exchanges the code, asks who the user is and stores the session. Every way it can
+//! fail is a [`LoginFailure`], which gives the page, the status and the metrics label.
+
+use super::{Gateway, RequestView};
+use crate::gateway::reply::Reply;
+use crate::html::escape;
+use crate::login::state::{self, StateError};
+use crate::oauth::LoopwiseError;
+use crate::session::{cookies, Session};
+
+/// Why a callback did not sign the user in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// The state cookie is absent, tampered with, expired or of another login.
+    BadState(StateError),
+    /// The replay guard cannot be asked: refused (without it a replay could pass).
+    GuardDown,
+    /// The state was used already (a replayed or double-submitted callback).
+    Replayed,
+    /// The user refused consent at Loopwise (`error=access_denied`).
+    Declined {
+        detail: String,
+    },
+    /// Loopwise sent the user back with another `error`.
+    ProviderError {
+        detail: String,
+    },
+    NoCode,
+    /// Loopwise answered the code exchange or userinfo with an OAuth error.
+    Refused {
+        code: String,
+    },
+    /// Loopwise did not answer (or not sensibly).
+    Unavailable,
+    /// The session could not be stored.
+    StoreFailed,
+}
+
+impl LoginFailure {
+    pub fn status(&self) -> u16 {
+        match self {
+            LoginFailure::Declined { .. } => 403,
+            LoginFailure::GuardDown | LoginFailure::Unavailable => 503,
+            LoginFailure::StoreFailed => 500,
+            LoginFailure::BadState(_)
+            | LoginFailure::Replayed
+            | LoginFailure::ProviderError { .. }
+            | LoginFailure::NoCode
+            | LoginFailure::Refused { .. } => 400,
+        }
+    }
+
+    /// The `result` label of `loopgate_logins_total` (a success is `ok`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            LoginFailure::Declined { .. } => "denied",
+            LoginFailure::Unavailable => "loopwise_unreachable",
+            LoginFailure::GuardDown | LoginFailure::StoreFailed => "error",
+            LoginFailure::BadState(_)
+            | LoginFailure::Replayed
+            | LoginFailure::ProviderError { .. }
+            | LoginFailure::NoCode
+            | LoginFailure::Refused { .. } => "refused",
+        }
+    }
+
+    fn headline(&self) -> &'static str {
+        match self {
+            LoginFailure::Declined { .. } => "You declined to sign in",
+            LoginFailure::ProviderError { .. } => "Loopwise could not sign you in",
+            LoginFailure::Refused { .. } => "Loopwise refused the sign-in",
+            LoginFailure::Unavailable => "Loopwise is unreachable",
+            LoginFailure::GuardDown => "Sign-in is unavailable right now",
+            LoginFailure::BadState(_)
+            | LoginFailure::Replayed
+            | LoginFailure::NoCode
+            | LoginFailure::StoreFailed => "Sign-in could not be completed",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            LoginFailure::BadState(e) => e.to_string(),
+            LoginFailure::Replayed => StateError::Replayed.to_string(),
+            LoginFailure::GuardDown => "Please try again in a moment.".into(),
+            LoginFailure::Declined { detail } | LoginFailure::ProviderError { detail } => {
+                detail.clone()
+            }
+            LoginFailure::NoCode => "the callback has no code".into(),
+            LoginFailure::Refused { code } => {
+                format!("{code} — the sign-in link may have expired or been used already")
+            }
+            LoginFailure::Unavailable => {
+                "The sign-in service did not answer. Please try again in a moment.".into()
+            }
+            LoginFailure::StoreFailed => "the session could not be stored".into(),
+        }
+    }
+}
+
+/// A failed callback: why, where "Sign in again" leads, and the login cookie to delete.
+struct Failed {
+    failure: LoginFailure,
+    target: String,
+    clear: Option<String>,
+}
+
+/// Handles the callback and counts it in `loopgate_logins_total`.
+pub(super) async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
+    let (reply, label) = match complete(gw, view, now).await {
+        Ok(reply) => (reply, "ok"),
+        Err(f) => {
+            tracing::info!(result = f.failure.label(), reason = ?f.failure, "login callback refused");
+            let reply = login_failed(gw, &f.failure, &f.target).cookies(f.clear);
+            (reply, f.failure.label())
+        }
+    };
+    gw.shared.metrics.logins.with_label_values(&[label]).inc();
+    // Callback pages never leak the URL (it holds the code).
+    reply.header("referrer-policy", "no-referrer")
+}
+
+fn login_failed(gw: &Gateway, failure: &LoginFailure, target: &str) -> Reply {
+    let retry = format!(
+        "{}/start?rd={}",
+        gw.config.server.prefix,
+        form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
+    );
+    let headline = failure.headline();
+    Reply::html(
+        failure.status(),
+        headline,
+        &format!(
+            "<h1>{}</h1><p id=\"detail\">{}</p><p><a id=\"retry\" href=\"{}\">Sign in again</a></p>",
+            escape(headline),
+            escape(&failure.detail()),
+            escape(&retry)
+        ),
+    )
+}
+
+async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Reply, Failed> {
+    let Some(state_value) = view.query_param("state") else {
+        return Err(Failed {
+            failure: LoginFailure::BadState(StateError::Missing),
+            target: "/".into(),
+            clear: None,
+        });
+    };
+    let name = state::cookie_name(&gw.login_cookie_base(), &state_value);
+    let jar = cookies::parse(
+        view.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let sealed = jar.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let clear_login = cookies::clear(&name, &gw.login_attrs());
+    let login =
+        state::open(&gw.login_keys, &name, sealed, &state_value, now).map_err(|e| Failed {
+            failure: LoginFailure::BadState(e),
+            target: "/".into(),
+            clear: sealed.map(|_| clear_login.clone()),
+        })?;
+    let fail = |failure| Failed {
+        failure,
+        target: login.target.clone(),
+        clear: Some(clear_login.clone()),
+    };
+    let fp = state::fingerprint(&login.state);
+    match gw.shared.replay.first_use(&fp, now).await {
+        Ok(true) => {}
+        Ok(false) => return Err(fail(LoginFailure::Replayed)),
+        Err(e) => {
+            tracing::warn!(error = %e, "login callback refused: replay guard unavailable");
+            return Err(fail(LoginFailure::GuardDown));
+        }
+    }
+
+    if let Some(error) = view.query_param("error") {
+        let description = view.query_param("error_description").unwrap_or_default();
+        tracing::info!(error = %crate::wire::headers::sanitize(&error), "login refused by Loopwise");
+        let declined = error == "access_denied";
+        let detail = if description.is_empty() {
+            error
+        } else {
+            format!("{error}: {description}")
+        };
+        return Err(fail(if declined {
+            LoginFailure::Declined { detail }
+        } else {
+            LoginFailure::ProviderError { detail }
+        }));
+    }
+    let Some(code) = view.query_param("code") else {
+        return Err(fail(LoginFailure::NoCode));
+    };
+
+    let tokens = gw
+        .loopwise
+        .exchange_code(&code, &login.verifier)
+        .await
+        .map_err(|e| fail(loopwise_failure(&e)))?;
+    let identity = gw
+        .loopwise
+        .userinfo(&tokens.access_token)
+        .await
+        .map_err(|e| fail(loopwise_failure(&e)))?;
+    let lifetime = gw.config.session.lifetime.as_secs();
+    let session = Session {
+        sid: crate::random::token(),
+        scope: tokens
+            .scope
+            .clone()
+            .unwrap_or_else(|| gw.config.loopwise.scopes.join(" ")),
+        access_expires_at: now + tokens.expires_in.unwrap_or(3600),
+        access_issued_at: now,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        created_at: now,
+        expires_at: now + lifetime,
+        identity,
+    };
+    let mut set = gw
+        .session_cookies(&session, view.headers, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot store the new session");
+            fail(LoginFailure::StoreFailed)
+        })?;
+    set.push(clear_login.clone());
+    tracing::info!(result = "ok", sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
+    Ok(Reply::redirect(302, &login.target).cookies(set))
+}
+
+fn loopwise_failure(e: &LoopwiseError) -> LoginFailure {
+    match e {
+        LoopwiseError::Refused { code, .. } => {
+            tracing::warn!(error = %code, "Loopwise refused the login");
+            LoginFailure::Refused { code: code.clone() }
+        }
+        other => {
+            tracing::error!(error = %other, "Loopwise unreachable during login");
+            LoginFailure::Unavailable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_labels_follow_the_failure() {
+        let declined = LoginFailure::Declined {
+            detail: "access_denied".into(),
+        };
+        assert_eq!((declined.status(), declined.label()), (403, "denied"));
+        assert_eq!(
+            (
+                LoginFailure::Unavailable.status(),
+                LoginFailure::Unavailable.label()
+            ),
+            (503, "loopwise_unreachable")
+        );
+        assert_eq!(
+            (
+                LoginFailure::GuardDown.status(),
+                LoginFailure::GuardDown.label()
+            ),
+            (503, "error")
+        );
+        assert_eq!(
+            (
+                LoginFailure::StoreFailed.status(),
+                LoginFailure::StoreFailed.label()
+            ),
+            (500, "error")
+        );
+        let refused = LoginFailure::Refused {
+            code: "invalid_grant".into(),
+        };
+        assert_eq!((refused.status(), refused.label()), (400, "refused"));
+        assert!(refused.detail().starts_with("invalid_grant"));
+        assert_eq!(LoginFailure::BadState(StateError::Missing).status(), 400);
+    }
+}
