@@ -105,15 +105,20 @@ impl RouteTable {
     }
 }
 
+/// A route config for tests, with every optional behaviour off.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixture {
     use std::time::Duration;
 
-    use crate::config::{AuthKind, Upstream};
+    use crate::config::{AuthKind, RouteConfig, Upstream};
     use crate::wire::host::HostPattern;
 
-    fn config(name: &str, host: Option<&str>, path: &str, ports: &[u16]) -> RouteConfig {
+    pub(crate) fn route_config(
+        name: &str,
+        host: Option<&str>,
+        path: &str,
+        ports: &[u16],
+    ) -> RouteConfig {
         RouteConfig {
             name: name.into(),
             host: HostPattern::parse(host).unwrap(),
@@ -142,6 +147,13 @@ mod tests {
             pass_authorization: false,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::fixture::route_config as config;
 
     fn table(cs: &[RouteConfig]) -> RouteTable {
         RouteTable::new(cs)

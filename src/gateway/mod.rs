@@ -2,6 +2,7 @@
 //! with a request for a gateway endpoint, how a login starts and ends.
 //! `proxy::service` translates between pingora and this module.
 
+pub mod admission;
 mod authorize;
 mod callback;
 mod clock;

@@ -47,20 +47,29 @@ impl Gateway {
                     },
             } => forbidden_page(self, &identity, &missing, browser).cookies(set_cookies),
             Denial::LoopwiseUnavailable => loopwise_down(browser),
-            Denial::BadRequest(Malformed::Framing) => {
+            Denial::BadRequest(m) => self.render_malformed(m, audience),
+            Denial::NoRoute | Denial::PolicyOnly => {
+                Reply::error(404, browser, "not_found", "Not found")
+            }
+        }
+    }
+
+    /// A request refused at admission (there is no view of it to render from): 400, and
+    /// for ambiguous framing the connection is closed (reading on could smuggle).
+    pub fn render_malformed(&self, m: Malformed, audience: Audience) -> Reply {
+        let browser = audience == Audience::Browser;
+        match m {
+            Malformed::Framing => {
                 Reply::error(400, browser, "bad_request", "This request is not valid").closing()
             }
-            Denial::BadRequest(Malformed::Host) => Reply::error(
+            Malformed::Host => Reply::error(
                 400,
                 browser,
                 "bad_request",
                 "This request names no valid host",
             ),
-            Denial::BadRequest(Malformed::Path) => {
+            Malformed::Path => {
                 Reply::error(400, browser, "bad_request", "This address is not valid")
-            }
-            Denial::NoRoute | Denial::PolicyOnly => {
-                Reply::error(404, browser, "not_found", "Not found")
             }
         }
     }

@@ -213,41 +213,11 @@ impl Pools {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::AuthKind;
     use crate::routes::RouteTable;
-    use crate::wire::host::HostPattern;
 
     fn config(ports: &[u16]) -> RouteConfig {
-        RouteConfig {
-            name: "two".into(),
-            host: HostPattern::parse(None).unwrap(),
-            path: "/".into(),
-            upstreams: ports
-                .iter()
-                .map(|p| Upstream {
-                    tls: false,
-                    host: "127.0.0.1".into(),
-                    port: *p,
-                })
-                .collect(),
-            rewrite: None,
-            requirements: Default::default(),
-            skip_auth_methods: Vec::new(),
-            health_check: None,
-            auth: AuthKind::Login,
-            strip_prefix: false,
-            preserve_host: true,
-            ca_file: None,
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(1),
-            accept_bearer: false,
-            allow_path_params: false,
-            case_insensitive: false,
-            pass_authorization: false,
-        }
+        crate::routes::fixture::route_config("two", None, "/", ports)
     }
 
     #[tokio::test]

@@ -12,12 +12,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session as PSession};
 
 use super::current::{Current, Generation};
 use crate::config::AuthKind;
+use crate::gateway::admission::{self, Plan};
 use crate::gateway::reply::Reply;
 use crate::gateway::{Audience, Authenticated, Decision, Denial, Gateway, RequestView};
 use crate::routes::Route;
 use crate::wire::headers;
-use crate::wire::host::{Authority, HostError};
-use crate::wire::path;
+use crate::wire::host::Authority;
 
 /// Per-request state shared across pingora's phases.
 #[derive(Default)]
@@ -85,27 +85,6 @@ pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
     Ok(())
 }
 
-/// The request's authority, checked: from an absolute-form target or HTTP/2's
-/// `:authority`, else the single `Host` field; `Err` for anything ambiguous or malformed.
-pub fn request_authority(
-    req: &RequestHeader,
-    raw_head: &[u8],
-) -> std::result::Result<Option<Authority>, HostError> {
-    let fields: Vec<&[u8]> = req
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    // An origin-form target has no authority; absolute-form and HTTP/2 carry one.
-    let target = if req.version == http::Version::HTTP_2 {
-        req.uri.authority().map(|a| a.as_str())
-    } else {
-        crate::wire::host::absolute_form_authority(raw_head)
-    };
-    crate::wire::host::request_authority(&fields, target, req.version == http::Version::HTTP_11)
-}
-
 /// Methods safe to send to a second backend after a connection failure.
 fn idempotent(m: &http::Method) -> bool {
     matches!(
@@ -131,7 +110,8 @@ impl LoopgateProxy {
         self.generation(ctx).gateway.clone()
     }
 
-    /// Decides what to do with a request; `Some(reply)` ends it here.
+    /// Decides what to do with a request; `Some(reply)` ends it here. Every decision is
+    /// `gateway::admission` / `Gateway::authorize`'s; this only translates.
     async fn decide(&self, session: &PSession, ctx: &mut Ctx) -> Option<Reply> {
         let generation = self.current.load();
         let gw = generation.gateway.clone();
@@ -140,47 +120,33 @@ impl LoopgateProxy {
         let req = session.req_header();
         ctx.request_id = request_id(&req.headers);
         ctx.navigation = crate::policy::navigation::is_navigation(&req.method, &req.headers);
-        let bad = |ctx: &mut Ctx, outcome: &'static str, message: &str| {
-            ctx.outcome = outcome;
-            Some(Reply::error(400, ctx.navigation, "bad_request", message))
-        };
-        // Framing first: when it is ambiguous nothing after this request can be trusted,
-        // so the answer also ends the connection.
+        let audience = Audience::of(ctx.navigation);
         let raw_head = if req.version == http::Version::HTTP_2 {
             bytes::Bytes::new()
         } else {
             session.as_downstream().to_h1_raw()
         };
-        let framing = crate::wire::framing::request_framing(&req.headers).and_then(|f| {
-            // pingora has already dropped a `Content-Length` sent with `chunked`.
-            if f == crate::wire::framing::Framing::Chunked
-                && crate::wire::framing::raw_head_has_content_length(&raw_head)
-            {
-                Err(crate::wire::framing::FramingError::LengthAndChunked)
-            } else {
-                Ok(f)
-            }
-        });
-        if let Err(e) = framing {
-            tracing::info!(error = %e, "refused a request with ambiguous framing");
-            return bad(ctx, "bad_framing", "This request is not valid").map(Reply::closing);
-        }
-        let authority = match request_authority(req, &raw_head) {
+        let admitted = match admission::admit(admission::Head {
+            version: req.version,
+            uri: &req.uri,
+            headers: &req.headers,
+            raw: &raw_head,
+        }) {
             Ok(a) => a,
             Err(e) => {
-                tracing::debug!(error = %e, "refused a request with a bad host");
-                return bad(ctx, "bad_host", "This request names no valid host");
+                if e.malformed() == crate::gateway::Malformed::Framing {
+                    tracing::info!(error = %e, "refused a request with ambiguous framing");
+                } else {
+                    tracing::debug!(error = %e, "refused a request at admission");
+                }
+                let denial = Denial::BadRequest(e.malformed());
+                ctx.outcome = denial.label(audience);
+                return Some(gw.render_malformed(e.malformed(), audience));
             }
         };
-        let host = authority.as_ref().map(|a| a.host.clone());
-        ctx.authority = authority;
-        let norm = match path::normalize(req.uri.path()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "refused a request path");
-                return bad(ctx, "bad_path", "This address is not valid");
-            }
-        };
+        let host = admitted.authority.as_ref().map(|a| a.host.clone());
+        ctx.authority = admitted.authority;
+        let norm = admitted.path;
         let view = RequestView {
             method: &req.method,
             host: host.as_deref(),
@@ -192,49 +158,47 @@ impl LoopgateProxy {
             query: req.uri.query(),
             headers: &req.headers,
         };
-        if path::under_prefix(&norm.path, &gw.config.server.prefix) {
-            if norm.has_params {
-                return bad(ctx, "bad_path", "This address is not valid");
+        let route = match admission::plan(
+            &gw.config.server.prefix,
+            &gw.routes,
+            view.host,
+            &norm,
+            view.query,
+        ) {
+            Plan::Endpoint => {
+                ctx.outcome = "endpoint";
+                return Some(gw.endpoint(&view, now).await);
             }
-            ctx.outcome = "endpoint";
-            return Some(gw.endpoint(&view, now).await);
-        }
-        let Some(route) = gw.routes.find(host.as_deref(), &norm.path) else {
-            ctx.outcome = "no_route";
-            return Some(Reply::error(404, ctx.navigation, "not_found", "Not found"));
+            Plan::Deny(denial) => {
+                ctx.outcome = denial.label(audience);
+                return Some(gw.render(denial, audience, &view, now));
+            }
+            Plan::Route {
+                route,
+                upstream_uri,
+            } => {
+                ctx.upstream_uri = upstream_uri;
+                route
+            }
         };
         ctx.route = Some(route.clone());
-        let rc = &route.config;
-        // `;params` only where the route opts in (policy then ignores them).
-        if norm.has_params && !rc.allow_path_params {
-            return bad(ctx, "bad_path", "This address is not valid");
-        }
-        let upstream_path = route.upstream_path(&norm);
-        ctx.upstream_uri = match req.uri.query() {
-            Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path,
+        let decision = match gw.authorize(&route, &view, now).await {
+            Decision::Allow { .. } if route.is_policy_only() => Decision::Deny {
+                denial: Denial::PolicyOnly,
+                audience,
+            },
+            d => d,
         };
-        match gw.authorize(route, &view, now).await {
+        ctx.outcome = decision.label();
+        match decision {
             Decision::Allow {
-                auth,
-                set_cookies,
-                granted,
+                auth, set_cookies, ..
             } => {
-                ctx.outcome = granted.label();
                 ctx.auth = auth;
                 ctx.set_cookies = set_cookies;
-                if route.is_policy_only() {
-                    let denial = Denial::PolicyOnly;
-                    let audience = Audience::of(ctx.navigation);
-                    ctx.outcome = denial.label(audience);
-                    return Some(gw.render(denial, audience, &view, now));
-                }
                 None
             }
-            Decision::Deny { denial, audience } => {
-                ctx.outcome = denial.label(audience);
-                Some(gw.render(denial, audience, &view, now))
-            }
+            Decision::Deny { denial, audience } => Some(gw.render(denial, audience, &view, now)),
         }
     }
 }
