@@ -163,6 +163,14 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
             target: "/".into(),
             clear: sealed.map(|_| clear_login.clone()),
         })?;
+    // The code is exchanged at the school the login started at, never another.
+    let Some(school) = gw.schools.get(&login.issuer_id) else {
+        return Err(Failed {
+            failure: LoginFailure::BadState(StateError::Foreign),
+            target: "/".into(),
+            clear: Some(clear_login),
+        });
+    };
     let fail = |failure| Failed {
         failure,
         target: login.target.clone(),
@@ -197,19 +205,20 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
         return Err(fail(LoginFailure::NoCode));
     };
 
-    let tokens = gw
-        .loopwise
+    let tokens = school
+        .client
         .exchange_code(&code, &login.verifier)
         .await
         .map_err(|e| fail(loopwise_failure(&e)))?;
-    let identity = gw
-        .loopwise
+    let identity = school
+        .client
         .userinfo(&tokens.access_token)
         .await
         .map_err(|e| fail(loopwise_failure(&e)))?;
     let lifetime = gw.config.session.lifetime.as_secs();
     let session = Session {
         sid: crate::random::token(),
+        issuer_id: school.id.clone(),
         scope: tokens
             .scope
             .clone()

@@ -76,8 +76,10 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         return Reply::error(403, true, "cross_site", "Sign-out must come from this site");
     }
     if let Some(session) = gw.end_session(view.headers, now).await {
-        if let Some(rt) = &session.refresh_token {
-            match gw.loopwise.revoke(rt, "refresh_token").await {
+        // Revoked at the session's own school (lookup only finds sessions of ours).
+        let school = gw.schools.get(&session.issuer_id);
+        if let (Some(rt), Some(school)) = (&session.refresh_token, school) {
+            match school.client.revoke(rt, "refresh_token").await {
                 Ok(()) => {
                     tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), "signed out; refresh token revoked")
                 }

@@ -27,7 +27,7 @@ pub use shared::Shared;
 use crate::config::Config;
 use crate::gateway::reply::Reply;
 use crate::login::state::{self, LoginState, LOGIN_TTL};
-use crate::oauth::{pkce, LoopwiseClient};
+use crate::oauth::{pkce, LoopwiseClient, Schools};
 use crate::routes::RouteTable;
 use crate::session::{cookies, Keyring, Purpose, Session};
 use crate::token::cache::{Lookup, TokenCache};
@@ -107,7 +107,8 @@ impl RequestView<'_> {
 pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
-    pub loopwise: LoopwiseClient,
+    /// The schools sessions and tokens belong to (today one).
+    pub schools: Schools,
     pub shared: Arc<Shared>,
     session_keys: Keyring,
     login_keys: Keyring,
@@ -120,7 +121,7 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("loopwise", &self.loopwise)
+            .field("schools", &self.schools)
             .field("store", &self.shared.store.kind())
             .finish_non_exhaustive()
     }
@@ -160,7 +161,7 @@ impl Gateway {
             session_keys: Keyring::new(Purpose::SessionCookie, secrets),
             login_keys: Keyring::new(Purpose::LoginState, secrets),
             routes,
-            loopwise,
+            schools: Schools::single(loopwise),
             cookie_base,
             config,
         }
@@ -238,7 +239,11 @@ impl Gateway {
             return Found::Nothing;
         };
         match self.shared.store.load(&payload, now).await {
-            Ok(Some(s)) if !self.shared.revoked.is_revoked(&s.sid, now) => {
+            // A session of a school this gateway does not serve is no session here.
+            Ok(Some(s))
+                if !self.shared.revoked.is_revoked(&s.sid, now)
+                    && self.schools.get(&s.issuer_id).is_some() =>
+            {
                 Found::Session(Box::new(s), payload)
             }
             Ok(_) => Found::Nothing,
@@ -265,6 +270,10 @@ impl Gateway {
                 return SessionAuth::Anonymous { clear };
             }
         };
+        let Some(school) = self.schools.get(&session.issuer_id) else {
+            return SessionAuth::Anonymous { clear: Vec::new() };
+        };
+        let client = &school.client;
         let before = self.config.session.refresh_before;
         // A remembered refresh result can itself be due (a very late pre-refresh cookie):
         // follow the chain a couple of steps at most, but call Loopwise once at most.
@@ -273,11 +282,7 @@ impl Gateway {
             if !needs_refresh(&session, now, before) {
                 break;
             }
-            let attempt = self
-                .shared
-                .refresh
-                .refresh(&self.loopwise, &session, now)
-                .await;
+            let attempt = self.shared.refresh.refresh(client, &session, now).await;
             if attempt.performed {
                 let outcome = outcome_name(&attempt.outcome);
                 self.shared
@@ -346,9 +351,10 @@ impl Gateway {
         let result = self
             .token_cache
             .get(
+                &self.schools.only().id,
                 token,
                 now,
-                validate::validate(&self.validation, &self.loopwise, token, now),
+                validate::validate(&self.validation, self.loopwise(), token, now),
             )
             .await;
         let lookup_label = match &result {
@@ -382,10 +388,15 @@ impl Gateway {
             }
             Ok((Verdict::Invalid, _)) => BearerAuth::Invalid,
             Err(e) => {
-                tracing::warn!(error = %e, mode = self.validation.name(&self.loopwise), "cannot validate a Bearer token: Loopwise unavailable");
+                tracing::warn!(error = %e, mode = self.validation.name(self.loopwise()), "cannot validate a Bearer token: Loopwise unavailable");
                 BearerAuth::Unavailable
             }
         }
+    }
+
+    /// The client of the only school (start-up, readiness, logins while there is one).
+    pub fn loopwise(&self) -> &LoopwiseClient {
+        &self.schools.only().client
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
@@ -400,7 +411,7 @@ impl Gateway {
 
     /// Which validation mode Bearer tokens use.
     pub fn validation_mode(&self) -> &'static str {
-        self.validation.name(&self.loopwise)
+        self.validation.name(self.loopwise())
     }
 
     fn clear_session_cookies(&self, headers: &HeaderMap) -> Vec<String> {
@@ -444,7 +455,7 @@ impl Gateway {
             .unwrap_or_else(|| crate::login::target::DEFAULT_TARGET.to_string());
         let state_value = crate::random::token();
         let verifier = pkce::Verifier::generate();
-        let url = match self.loopwise.authorize_url(
+        let url = match self.loopwise().authorize_url(
             &state_value,
             &verifier.challenge(),
             &self.config.loopwise.scopes,
@@ -464,6 +475,7 @@ impl Gateway {
                 verifier: verifier.secret().to_string(),
                 target,
                 created_at: now,
+                issuer_id: self.schools.only().id.clone(),
             },
         );
         let cookie = format!("{name}={sealed}; {}", self.login_attrs().render(LOGIN_TTL));

@@ -25,6 +25,10 @@ pub struct LoginState {
     pub target: String,
     #[serde(rename = "c")]
     pub created_at: u64,
+    /// The school (`oauth::Schools` id) the login was started at: the code is exchanged
+    /// there. Empty in states sealed before it was kept (the only school).
+    #[serde(rename = "k", default, skip_serializing_if = "String::is_empty")]
+    pub issuer_id: String,
 }
 
 impl std::fmt::Debug for LoginState {
@@ -100,6 +104,7 @@ mod tests {
             verifier: "v".repeat(43),
             target: "/x".into(),
             created_at,
+            issuer_id: "default".into(),
         }
     }
 

@@ -6,7 +6,9 @@ pub mod http;
 pub mod metered;
 pub mod pkce;
 pub mod registration;
+pub mod schools;
 pub mod scope;
 
 pub use client::{LoopwiseClient, LoopwiseError, Metadata, TokenSet};
 pub use http::{HttpClient, HttpRequest, HttpResponse, ReqwestClient, TransportError};
+pub use schools::{School, Schools, DEFAULT_SCHOOL};

@@ -22,7 +22,7 @@ pub async fn readiness(generation: &Generation) -> Vec<String> {
     if gw.shared.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_string());
     }
-    if let Some(why) = gw.loopwise.pending_reason() {
+    if let Some(why) = gw.loopwise().pending_reason() {
         reasons.push(format!("loopwise metadata: not loaded ({why})"));
     }
     if let Err(e) = gw.shared.store.health().await {
@@ -157,10 +157,10 @@ impl BackgroundService for PoolsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.live.start_pools();
         let gw = self.live.current();
-        if gw.loopwise.pending_reason().is_some() {
+        if gw.loopwise().pending_reason().is_some() {
             tokio::spawn(crate::runtime::bootstrap::resolve_in_background(
                 gw.config.clone(),
-                gw.loopwise.clone(),
+                gw.loopwise().clone(),
             ));
         }
         if self.reload_on_sighup {

@@ -134,7 +134,7 @@ impl Live {
         }
         let loopwise =
             if config.loopwise == old.config.loopwise && s.callback_url() == o.callback_url() {
-                old.loopwise.clone()
+                old.loopwise().clone()
             } else {
                 loopwise_client(&config, old.shared.metrics.clone()).await?
             };

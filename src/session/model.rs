@@ -26,6 +26,11 @@ pub struct Session {
     /// A random id that survives refreshes: the unit of single-flight refresh.
     #[serde(rename = "id", default)]
     pub sid: String,
+    /// The school (`oauth::Schools` id) that issued the tokens: refresh, revoke and
+    /// userinfo go there, and no other school's route accepts the session. Empty in
+    /// sessions sealed before it was kept (the only school).
+    #[serde(rename = "k", default, skip_serializing_if = "String::is_empty")]
+    pub issuer_id: String,
     #[serde(rename = "i")]
     pub identity: Identity,
     /// Granted scopes, space-separated.
@@ -54,6 +59,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("sid", &self.sid)
+            .field("issuer_id", &self.issuer_id)
             .field("identity", &self.identity)
             .field("scope", &self.scope)
             .field("access_expires_at", &self.access_expires_at)
@@ -78,6 +84,7 @@ mod tests {
     fn debug_never_shows_tokens() {
         let s = Session {
             sid: "s1".into(),
+            issuer_id: "default".into(),
             identity: Identity {
                 sub: "ada".into(),
                 ..Default::default()
@@ -93,5 +100,19 @@ mod tests {
         let d = format!("{s:?}");
         assert!(!d.contains("AT-SECRET") && !d.contains("RT-SECRET"));
         assert!(s.is_live(99) && !s.is_live(100));
+    }
+
+    #[test]
+    fn sessions_sealed_before_school_ids_still_read() {
+        let old = r#"{"id":"s1","i":{"s":"ada"},"at":"AT","ax":10,"c":0,"x":100}"#;
+        let s: Session = serde_json::from_str(old).unwrap();
+        assert_eq!(s.issuer_id, "", "no id: the only school");
+        let with = Session {
+            issuer_id: "north".into(),
+            ..s
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(json.contains(r#""k":"north""#), "{json}");
+        assert_eq!(serde_json::from_str::<Session>(&json).unwrap(), with);
     }
 }

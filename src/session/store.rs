@@ -72,6 +72,7 @@ pub(crate) mod tests {
     fn session(expires_at: u64) -> Session {
         Session {
             sid: "s1".into(),
+            issuer_id: "default".into(),
             identity: Identity {
                 sub: "ada".into(),
                 ..Default::default()

@@ -43,9 +43,15 @@ pub struct TokenCache {
     negative_ttl: Duration,
 }
 
-/// The cache key for a token.
-pub fn key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// The cache key for a token presented for a school (`oauth::Schools` id): a verdict of
+/// one school never answers for another. The id is length-prefixed, so no id/token split
+/// can collide with another.
+pub fn key(school: &str, token: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((school.len() as u64).to_be_bytes());
+    h.update(school.as_bytes());
+    h.update(token.as_bytes());
+    h.finalize().into()
 }
 
 /// How long a verdict may be trusted at `now`.
@@ -71,10 +77,11 @@ impl TokenCache {
         }
     }
 
-    /// The cached verdict for `token`, or `validate`'s (run once however many ask at once).
-    /// Transient errors are returned to every waiter and not cached.
+    /// The cached verdict for `token` at `school`, or `validate`'s (run once however many
+    /// ask at once). Transient errors are returned to every waiter and not cached.
     pub async fn get<F>(
         &self,
+        school: &str,
         token: &str,
         now: u64,
         validate: F,
@@ -82,7 +89,7 @@ impl TokenCache {
     where
         F: std::future::Future<Output = Result<Verdict, LoopwiseError>>,
     {
-        let k = key(token);
+        let k = key(school, token);
         let (ttl, negative_ttl) = (self.ttl, self.negative_ttl);
         let entry = self
             .cache
@@ -159,35 +166,58 @@ mod tests {
     async fn hits_misses_and_negative_hits() {
         let c = TokenCache::new(Duration::from_secs(60), Duration::from_secs(10), 100);
         let (_, l) = c
-            .get("t1", 1000, async { Ok(valid(Some(2000))) })
+            .get("default", "t1", 1000, async { Ok(valid(Some(2000))) })
             .await
             .unwrap();
         assert_eq!(l, Lookup::Miss);
         let (v, l) = c
-            .get("t1", 1000, async { panic!("must be cached") })
+            .get("default", "t1", 1000, async { panic!("must be cached") })
             .await
             .unwrap();
         assert_eq!((l, matches!(v, Verdict::Valid(_))), (Lookup::Hit, true));
-        c.get("bad", 1000, async { Ok(Verdict::Invalid) })
+        c.get("default", "bad", 1000, async { Ok(Verdict::Invalid) })
             .await
             .unwrap();
         let (_, l) = c
-            .get("bad", 1000, async { panic!("negatively cached") })
+            .get("default", "bad", 1000, async {
+                panic!("negatively cached")
+            })
             .await
             .unwrap();
         assert_eq!(l, Lookup::NegativeHit);
         // Past the token's exp by the caller's clock: invalid even though cached.
         let (v, _) = c
-            .get("t1", 2000, async { panic!("no revalidation") })
+            .get("default", "t1", 2000, async { panic!("no revalidation") })
             .await
             .unwrap();
         assert_eq!(v, Verdict::Invalid);
         // Transient errors are not cached.
         assert!(c
-            .get("t2", 1000, async { Err(LoopwiseError::Unavailable(503)) })
+            .get("default", "t2", 1000, async {
+                Err(LoopwiseError::Unavailable(503))
+            })
             .await
             .is_err());
-        let (_, l) = c.get("t2", 1000, async { Ok(valid(None)) }).await.unwrap();
+        let (_, l) = c
+            .get("default", "t2", 1000, async { Ok(valid(None)) })
+            .await
+            .unwrap();
+        assert_eq!(l, Lookup::Miss);
+    }
+
+    #[tokio::test]
+    async fn one_school_verdict_never_answers_for_another() {
+        assert_ne!(key("north", "t"), key("south", "t"));
+        assert_ne!(key("a", "bc"), key("ab", "c"));
+        let c = TokenCache::new(Duration::from_secs(60), Duration::from_secs(5), 100);
+        c.get("north", "t1", 1000, async { Ok(valid(Some(2000))) })
+            .await
+            .unwrap();
+        let (v, l) = c
+            .get("south", "t1", 1000, async { Ok(Verdict::Invalid) })
+            .await
+            .unwrap();
+        assert!(matches!(v, Verdict::Invalid));
         assert_eq!(l, Lookup::Miss);
     }
 }

@@ -185,6 +185,7 @@ pub(crate) mod tests {
     fn session(exp: u64, rt: Option<&str>) -> Session {
         Session {
             sid: "s".into(),
+            issuer_id: "default".into(),
             identity: Identity::default(),
             scope: "read".into(),
             access_token: "a".into(),
