@@ -12,6 +12,7 @@ pub mod identity;
 mod render;
 pub mod reply;
 mod shared;
+pub mod upstream;
 
 pub use denial::{
     Audience, Authenticated, Credential, Decision, Denial, Granted, Malformed, TokenProblem,

@@ -11,9 +11,9 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session as PSession};
 
 use super::current::{Current, Generation};
-use crate::config::AuthKind;
 use crate::gateway::admission::{self, Plan};
 use crate::gateway::reply::Reply;
+use crate::gateway::upstream::{self, ProxyFailure};
 use crate::gateway::{Audience, Authenticated, Decision, Denial, Gateway, RequestView};
 use crate::routes::Route;
 use crate::wire::headers;
@@ -85,16 +85,12 @@ pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
     Ok(())
 }
 
-/// Methods safe to send to a second backend after a connection failure.
-fn idempotent(m: &http::Method) -> bool {
-    matches!(
-        *m,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-    )
+/// The TCP peer's address (`None` over a Unix socket).
+fn peer_ip(session: &PSession) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 impl LoopgateProxy {
@@ -150,10 +146,7 @@ impl LoopgateProxy {
         let view = RequestView {
             method: &req.method,
             host: host.as_deref(),
-            peer: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            peer: peer_ip(session),
             path: &norm.path,
             query: req.uri.query(),
             headers: &req.headers,
@@ -288,7 +281,7 @@ impl ProxyHttp for LoopgateProxy {
                 .with_label_values(&[route.config.name.as_str(), "connect"])
                 .inc();
         }
-        if !ctx.retried && backends > 1 && idempotent(&session.req_header().method) {
+        if upstream::may_retry(&session.req_header().method, ctx.retried, backends) {
             ctx.retried = true;
             e.set_retry(true);
         }
@@ -302,69 +295,35 @@ impl ProxyHttp for LoopgateProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let gw = self.gw(ctx);
-        let Some(route) = ctx.route.clone() else {
+        let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
-        // The client's `Authorization` is replaced on login and api routes, and removed on
-        // public ones unless the route passes it on.
-        let strip_authorization =
-            route.config.auth != AuthKind::Public || !route.config.pass_authorization;
-        let upgrade = headers::is_upgrade(&upstream.headers);
-        for name in headers::to_remove(&upstream.headers, strip_authorization) {
-            if upgrade && name.eq_ignore_ascii_case("connection") {
-                continue;
-            }
+        let plan = upstream::request_plan(&upstream::Outbound {
+            headers: &session.req_header().headers,
+            route: &route.config,
+            auth: ctx.auth.as_ref(),
+            request_id: &ctx.request_id,
+            client_authority: ctx.authority.as_ref(),
+            upstream_authority: ctx.upstream_authority.as_deref(),
+            peer: peer_ip(session),
+            secure: gw.config.server.secure,
+            trusted: &gw.config.server.trusted_proxies,
+            is_ours: &|n| gw.is_our_cookie(n),
+        });
+        for name in plan.remove {
             upstream.remove_header(&name);
         }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        let cookie = headers::filtered_cookie(&upstream.headers, &|n| gw.is_our_cookie(n));
-        upstream.remove_header("cookie");
-        if let Some(c) = cookie {
-            upstream.insert_header("cookie", c)?;
+        for (name, value) in plan.set {
+            upstream.insert_header(name, value)?;
         }
-        if let Some(a) = &ctx.auth {
-            upstream.insert_header("authorization", format!("Bearer {}", a.token))?;
-            for (k, v) in crate::gateway::identity::identity_headers(&a.identity, &a.scope) {
-                upstream.insert_header(k, v)?;
-            }
+        for (name, value) in plan.append {
+            upstream.append_header(name, value)?;
         }
         let uri: http::Uri = ctx
             .upstream_uri
             .parse()
             .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream uri"))?;
         upstream.set_uri(uri);
-        let client_host = ctx.authority.as_ref().map(Authority::to_header);
-        // The routed host, normalised (never the raw field), or the upstream's own.
-        match (
-            &client_host,
-            route.config.preserve_host,
-            &ctx.upstream_authority,
-        ) {
-            (Some(h), true, _) => upstream.insert_header("host", h.as_str())?,
-            (_, _, Some(a)) => upstream.insert_header("host", a.as_str())?,
-            _ => {}
-        }
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let proto = if gw.config.server.secure {
-            "https"
-        } else {
-            "http"
-        };
-        // Computed from the client's headers as received: `to_remove` above already took
-        // every forwarding header (in any spelling) off the upstream request.
-        let fwd = crate::wire::forwarded::forwarding(
-            &session.req_header().headers,
-            peer,
-            &gw.config.server.trusted_proxies,
-            proto,
-            client_host.as_deref(),
-        );
-        for (name, value) in fwd.headers() {
-            upstream.append_header(name, value)?;
-        }
         Ok(())
     }
 
@@ -401,22 +360,12 @@ impl ProxyHttp for LoopgateProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // An upstream must not be able to overwrite the gateway's own cookies.
         let gw = self.gw(ctx);
-        let upstream_cookies: Vec<String> = resp
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        let is_ours = |c: &String| {
-            let name = c.split('=').next().unwrap_or("").trim();
-            gw.is_our_cookie(name)
-        };
-        if upstream_cookies.iter().any(is_ours) {
+        if let Some(kept) = upstream::upstream_set_cookies(&resp.headers, &|n| gw.is_our_cookie(n))
+        {
             resp.remove_header("set-cookie");
-            for c in upstream_cookies.iter().filter(|c| !is_ours(c)) {
-                resp.append_header("set-cookie", c.as_str())?;
+            for c in kept {
+                resp.append_header("set-cookie", c)?;
             }
         }
         for c in ctx.set_cookies.drain(..) {
@@ -430,36 +379,26 @@ impl ProxyHttp for LoopgateProxy {
     where
         Ctx: Send + Sync,
     {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(c) => *c,
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                _ => 500,
-            },
+        let failure = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(c), _) => ProxyFailure::Status(*c),
+            (_, ErrorSource::Upstream) => ProxyFailure::Upstream,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => ProxyFailure::ClientGone,
+            (_, ErrorSource::Downstream) => ProxyFailure::ClientMalformed,
+            _ => ProxyFailure::Internal,
         };
-        let route = ctx
-            .route
-            .as_ref()
-            .map(|r| r.config.name.as_str())
-            .unwrap_or("-");
-        if code == 502 {
+        let (code, reply) = upstream::failure_reply(failure, ctx.navigation);
+        if failure == ProxyFailure::Upstream {
+            let route = ctx
+                .route
+                .as_ref()
+                .map(|r| r.config.name.as_str())
+                .unwrap_or("-");
             tracing::warn!(route, error = %e, "upstream failed");
         }
-        if code > 0 {
-            let reply = match code {
-                502 | 504 => Reply::error(
-                    502,
-                    ctx.navigation,
-                    "bad_gateway",
-                    "The application behind the gateway is not responding",
-                ),
-                400 => Reply::error(400, ctx.navigation, "bad_request", "Bad request"),
-                c => Reply::error(c, ctx.navigation, "error", "Something went wrong"),
-            };
+        if let Some(reply) = reply {
             let _ = write_reply(session, reply).await;
         }
         FailToProxy {

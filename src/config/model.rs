@@ -1,0 +1,191 @@
+//! The validated configuration the rest of the gateway reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::secret::{Secret, SecretSource};
+
+use crate::policy::authz::Requirements;
+use crate::wire::forwarded::Trusted;
+use crate::wire::host::HostPattern;
+
+/// How a route authenticates its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Browser sessions: anonymous navigations are sent to Loopwise to log in.
+    Login,
+    /// No authentication; spoofed identity headers are still stripped.
+    Public,
+    /// API clients with their own Loopwise token (`Authorization: Bearer`); never redirects.
+    Api,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Origin browsers use, without a trailing slash.
+    pub public_url: String,
+    /// Whether `public_url` is https (cookies get `Secure` and `__Host-`).
+    pub secure: bool,
+    pub prefix: String,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    /// On SIGTERM, how long `/readyz` says 503 while the listeners still accept, so load
+    /// balancers stop sending before they are closed.
+    pub shutdown_delay: Duration,
+    /// The Unix socket a graceful binary upgrade hands the listening sockets over.
+    pub upgrade_sock: PathBuf,
+    /// Written by `loopgate run --daemon` (systemd `Type=forking` + `PIDFile=`).
+    pub pid_file: PathBuf,
+    /// Proxies whose `X-Forwarded-*` headers are believed (none by default).
+    pub trusted_proxies: Trusted,
+    /// TLS (and HTTP/2) on the proxy listener.
+    pub tls: Option<TlsConfig>,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    pub admin_listen: SocketAddr,
+    /// Deadline for receiving a request's whole header, from the moment the gateway waits
+    /// for it (slowloris: a per-read timeout alone lets a client trickle for ever).
+    pub header_timeout: Duration,
+    /// Cap on concurrent downstream connections; further ones are refused at once.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Active HTTP health checks of a route's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
+}
+
+impl ServerConfig {
+    /// The OAuth redirect URI: byte-identical in authorize and token requests.
+    pub fn callback_url(&self) -> String {
+        format!("{}{}/callback", self.public_url, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopwiseConfig {
+    pub issuer: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    pub registration_file: PathBuf,
+    pub client_name: String,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// HS256 secret for validating Bearer tokens locally (no call to Loopwise).
+    pub jwt_secret: Option<Secret>,
+    /// When set, Bearer tokens must belong to this school (sessions are not checked:
+    /// a route's `schools` restricts them).
+    pub school_id: Option<String>,
+    /// When set, locally validated tokens must name it in `aud`.
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Decoded secrets; the first seals, all open.
+    pub secrets: Vec<Vec<u8>>,
+    /// The full cookie name, `__Host-` prefixed when served over https.
+    pub cookie_name: String,
+    pub lifetime: Duration,
+    /// Refresh when the access token expires within this long.
+    pub refresh_before: Duration,
+    /// How long a refresh's result is remembered for requests still carrying the
+    /// pre-refresh cookie (served the new tokens, no second refresh).
+    pub refresh_grace: Duration,
+}
+
+/// The validated-token cache in front of Bearer validation.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Upper bound on how long a validation is trusted (a revoked token keeps working
+    /// this long at most).
+    pub ttl: Duration,
+    /// How long an invalid token is remembered as invalid.
+    pub negative_ttl: Duration,
+    pub max_entries: u64,
+}
+
+/// An upstream URL split into what a connection needs; resolved to addresses at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// The `Host` header value for this upstream (port omitted when default).
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: HostPattern,
+    pub path: String,
+    /// Backends, balanced round-robin. Empty: a policy-only route for forward-auth.
+    pub upstreams: Vec<Upstream>,
+    /// Replaces the route's path prefix upstream (e.g. `/v2/`).
+    pub rewrite: Option<String>,
+    pub requirements: Requirements,
+    /// Methods proxied without authentication (e.g. CORS preflight `OPTIONS`).
+    pub skip_auth_methods: Vec<http::Method>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub auth: AuthKind,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// On a `login` route, also accept a client's own Bearer token.
+    pub accept_bearer: bool,
+    /// Accept `;params` in path segments (`;jsessionid=`); policy matches the path without
+    /// them. Off: such paths are refused, as application servers read them differently.
+    pub allow_path_params: bool,
+    /// Match the route's path prefix ignoring ASCII case, for upstreams that ignore case.
+    pub case_insensitive: bool,
+    /// On a `public` route, forward the client's `Authorization` (removed otherwise).
+    pub pass_authorization: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: crate::logging::LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `loopgate=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log: LogConfig,
+    pub server: ServerConfig,
+    pub loopwise: LoopwiseConfig,
+    pub session: SessionConfig,
+    pub cache: CacheConfig,
+    pub routes: Vec<RouteConfig>,
+}

@@ -1,0 +1,108 @@
+//! Validation of the raw TOML into a [`Config`](super::Config): one method per section,
+//! each in its own file, all collecting their problems with the key path.
+
+mod loopwise;
+mod routes;
+mod server;
+mod session;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw;
+use crate::config::{Config, ConfigError, LogConfig};
+
+pub use session::decode_session_secret;
+
+pub(super) struct Validator<'a> {
+    pub(super) errors: Vec<ConfigError>,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    pub(super) fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn invalid(&mut self, key: &str, value: &str, reason: impl fmt::Display) {
+        self.err(key, format!("`{value}` is not valid: {reason}"));
+    }
+
+    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let value = value.unwrap_or(default);
+        match crate::duration::parse(value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.invalid(key, value, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.err(key, e.to_string());
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// Like [`duration`](Self::duration), where zero means "none".
+    pub(super) fn duration_or_zero(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Duration {
+        let value = value.unwrap_or(default);
+        crate::duration::parse(value).unwrap_or_else(|e| {
+            self.err(key, e.to_string());
+            Duration::ZERO
+        })
+    }
+
+    pub(super) fn path(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        must_exist: bool,
+    ) -> Option<PathBuf> {
+        let p = self.base_dir.join(value?);
+        if must_exist && !p.is_file() {
+            self.err(key, format!("file `{}` does not exist", p.display()));
+        }
+        Some(p)
+    }
+
+    pub(super) fn config(&mut self, raw: raw::RawConfig) -> Option<Config> {
+        let server = self.server(raw.server);
+        let loopwise = self.loopwise(raw.loopwise);
+        let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
+        let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
+        let cache = self.cache(raw.cache);
+        let format = match raw.log.format.as_deref().unwrap_or("text").parse() {
+            Ok(f) => f,
+            Err(e) => {
+                self.err("log.format", e);
+                crate::logging::LogFormat::Text
+            }
+        };
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.invalid(
+                "log.level",
+                &level,
+                "expected a level like info, warn or loopgate=debug,info",
+            );
+        }
+        Some(Config {
+            log: LogConfig { format, level },
+            server: server?,
+            loopwise: loopwise?,
+            session: session?,
+            cache,
+            routes,
+        })
+    }
+}
