@@ -6,12 +6,12 @@
 //! A test with several cases runs them all and then fails once, listing every case that
 //! did not hold, so one run shows the whole picture.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::gw::*;
-use common::raw::*;
+use crate::common::gw::*;
+use crate::common::raw::*;
 use loopgate::emulator::EmulatorConfig;
 use reqwest::StatusCode;
 

@@ -9,8 +9,6 @@
 //! Chromium and chromedriver are required: when they are missing the test fails (it is
 //! never skipped) and says to run `scripts/ensure-deps`.
 
-mod common;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -18,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::gw::free_port;
+use crate::common::gw::free_port;
 use fantoccini::{Client, ClientBuilder, Locator};
 use loopgate::demo::Demo;
 

@@ -7,15 +7,13 @@
 //! promtool comes with Debian's `prometheus` package, which `scripts/ensure-deps`
 //! installs (without leaving a Prometheus server running).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::gw::*;
-use common::{http, tokens_for};
+use crate::common::gw::*;
+use crate::common::{http, tokens_for};
 use reqwest::StatusCode;
 use serde_json::Value;
 

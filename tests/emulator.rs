@@ -1,13 +1,11 @@
 //! The emulator's strict rules, each driven over real HTTP. Every test here fails if the
 //! rule it names is removed from the emulator.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use loopgate::emulator::{AccessClaims, ClientSpec, USERS};
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -2,10 +2,8 @@
 //! loopback, driven like a browser (redirects followed by hand, cookies in a jar).
 //! Each test names the security property it covers (README, "Security model").
 
-mod common;
-
-use common::gw::*;
-use common::{bearer_get, http, query_param, CLIENT};
+use crate::common::gw::*;
+use crate::common::{bearer_get, http, query_param, CLIENT};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 

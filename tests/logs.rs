@@ -2,14 +2,12 @@
 //! JSON logging captured, and every token, cookie, code, state and secret value seen on
 //! the wire is searched for in the log. The access lines themselves must be there.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::gw::*;
-use common::{http, query_param, tokens_for};
+use crate::common::gw::*;
+use crate::common::{http, query_param, tokens_for};
 use reqwest::StatusCode;
 
 #[derive(Clone, Default)]

@@ -11,8 +11,6 @@
 //! nginx is required: when it is missing the test fails (it is never skipped) and says to
 //! run `scripts/ensure-deps`, which CI runs.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -20,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::gw::*;
-use common::{bearer_get, http, query_param};
+use crate::common::gw::*;
+use crate::common::{bearer_get, http, query_param};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 

@@ -2,9 +2,9 @@
 //! (`../shared/testdata/openredirects.txt`, URL-unescaped once) is refused as a
 //! post-login target — by the pure check, and end to end through a real login.
 
-mod common;
+use crate::common;
 
-use common::gw::*;
+use crate::common::gw::*;
 use loopgate::login::target::safe_target;
 use reqwest::StatusCode;
 

@@ -1,11 +1,11 @@
 //! Operations: the admin listener's /metrics, /healthz and /readyz on a live gateway.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::gw::*;
-use common::{http, tokens_for};
+use crate::common::gw::*;
+use crate::common::{http, tokens_for};
 use loopgate::emulator::{ClientSpec, Emulator, EmulatorConfig};
 use reqwest::StatusCode;
 

@@ -2,14 +2,12 @@
 //! a bad new config is refused and the old one keeps serving; a real `loopgate run`
 //! reloads on SIGHUP and drains on SIGTERM.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::gw::*;
-use common::{http, CLIENT};
+use crate::common::gw::*;
+use crate::common::{http, CLIENT};
 use loopgate::emulator::{ClientSpec, Emulator};
 use reqwest::StatusCode;
 

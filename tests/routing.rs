@@ -1,16 +1,14 @@
 //! Issue 5: routing by host and path, per-route authorization, backend pools (round-robin,
 //! failover, health checks), rewrite, skip_auth methods, trusted proxies, WebSockets.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::gw::*;
+use crate::common::{http, tokens_for};
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::routing::{any, get};
 use axum::Router;
-use common::gw::*;
-use common::{http, tokens_for};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -2,12 +2,10 @@
 //! the moka validation cache. In-process emulator + echo upstream + gateway; the
 //! gateway's clock is advanced instead of sleeping.
 
-mod common;
-
 use std::time::Duration;
 
-use common::gw::*;
-use common::{bearer_get, http, tokens_for};
+use crate::common::gw::*;
+use crate::common::{bearer_get, http, tokens_for};
 use reqwest::StatusCode;
 use serde_json::Value;
 

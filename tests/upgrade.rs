@@ -3,16 +3,14 @@
 //! the listening sockets to a new process without a refused connection, and sessions
 //! carry over.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::gw::*;
-use common::{http, CLIENT};
+use crate::common::gw::*;
+use crate::common::{http, CLIENT};
 use loopgate::emulator::{ClientSpec, Emulator, EmulatorHandle};
 use reqwest::StatusCode;
 

@@ -506,6 +506,7 @@ pub async fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, S
 /// A test CA and a server certificate it signed for 127.0.0.1.
 pub struct TestPki {
     pub ca_pem: String,
+    pub ca_der: Vec<u8>,
     pub leaf_der: Vec<u8>,
     pub key_der: Vec<u8>,
     pub leaf_pem: String,
@@ -530,6 +531,7 @@ pub fn test_pki() -> TestPki {
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
     TestPki {
         ca_pem: ca.pem(),
+        ca_der: ca.der().to_vec(),
         leaf_der: leaf.der().to_vec(),
         key_der: leaf_key.serialize_der(),
         leaf_pem: leaf.pem(),

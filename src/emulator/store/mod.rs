@@ -1,0 +1,98 @@
+//! The emulated authorization server's state and every decision it makes.
+//!
+//! Pure: no I/O, and the current time (`now`, Unix seconds) is always passed in, so each
+//! strict rule is unit-testable and the in-process clock can be advanced by tests.
+
+mod authorize;
+mod clients;
+mod tokens;
+
+use std::collections::HashMap;
+
+use authorize::CodeRecord;
+pub use authorize::{AuthorizeError, AuthzRequest};
+pub use clients::{grant_scopes, Client, RegistrationRequest};
+pub use tokens::{AccessClaims, TokenInfo, TokenResponse};
+use tokens::{AccessRecord, Family, RefreshRecord};
+
+/// How long a login/consent page stays usable.
+pub const AUTHZ_REQUEST_TTL: u64 = 600;
+
+/// Fixed facts about the emulated school and its lifetimes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    pub jwt_secret: Vec<u8>,
+    pub access_token_ttl: u64,
+    pub code_ttl: u64,
+    pub school_id: u64,
+    pub school_subdomain: String,
+}
+
+/// Things that happened inside an operation, for the stats.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    pub families_revoked: u64,
+    pub tokens_revoked: u64,
+}
+
+pub struct Store {
+    settings: Settings,
+    clients: HashMap<String, Client>,
+    requests: HashMap<String, AuthzRequest>,
+    codes: HashMap<String, CodeRecord>,
+    families: HashMap<u64, Family>,
+    next_family: u64,
+    refresh: HashMap<String, RefreshRecord>,
+    access: HashMap<String, AccessRecord>,
+    inserts_since_gc: u32,
+}
+
+impl Store {
+    pub fn new(settings: Settings) -> Store {
+        Store {
+            settings,
+            clients: HashMap::new(),
+            requests: HashMap::new(),
+            codes: HashMap::new(),
+            families: HashMap::new(),
+            next_family: 1,
+            refresh: HashMap::new(),
+            access: HashMap::new(),
+            inserts_since_gc: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Forgets expired requests, codes and access tokens every few hundred inserts.
+    /// Refresh tokens and families are kept for the process lifetime (about 100 bytes per
+    /// login or refresh): a replay must be caught however late it comes.
+    fn gc(&mut self, now: u64) {
+        self.inserts_since_gc += 1;
+        if self.inserts_since_gc < 256 {
+            return;
+        }
+        self.inserts_since_gc = 0;
+        let code_ttl = self.settings.code_ttl;
+        self.requests
+            .retain(|_, r| now < r.created_at + AUTHZ_REQUEST_TTL);
+        // Keep used codes a while longer than their lifetime so replays are still detected.
+        self.codes
+            .retain(|_, c| now < c.issued_at + code_ttl.max(AUTHZ_REQUEST_TTL));
+        self.access.retain(|_, a| now < a.exp);
+    }
+}
+
+/// A short, printable excerpt of client input for error messages.
+fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect::<String>()
+}
+
+#[cfg(test)]
+mod tests;
