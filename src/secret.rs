@@ -100,25 +100,43 @@ impl SecretSource {
         &self,
         env: &dyn Fn(&str) -> Option<String>,
         base_dir: &Path,
-    ) -> Result<Secret, String> {
+    ) -> Result<Secret, SecretError> {
         let value = match self {
             SecretSource::Literal(s) => s.clone(),
             SecretSource::Env { env: name } => {
-                env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?
+                env(name).ok_or_else(|| SecretError::EnvUnset { name: name.clone() })?
             }
             SecretSource::File { file } => {
                 let path = base_dir.join(file);
                 std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display()))?
+                    .map_err(|source| SecretError::Unreadable {
+                        path: path.clone(),
+                        source,
+                    })?
                     .trim_end_matches(['\n', '\r'])
                     .to_string()
             }
         };
         if value.is_empty() {
-            return Err("the secret is empty".into());
+            return Err(SecretError::Empty);
         }
         Ok(Secret(value))
     }
+}
+
+/// Why a configured secret could not be read (the message names the variable or file,
+/// never a value).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable `{name}` is not set")]
+    EnvUnset { name: String },
+    #[error("cannot read secret file `{}`: {source}", path.display())]
+    Unreadable {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the secret is empty")]
+    Empty,
 }
 
 #[cfg(test)]
@@ -138,7 +156,11 @@ mod tests {
         let missing = SecretSource::Env {
             env: "UNSET".into(),
         };
-        assert!(missing.resolve(&env, &dir).unwrap_err().contains("UNSET"));
+        assert!(missing
+            .resolve(&env, &dir)
+            .unwrap_err()
+            .to_string()
+            .contains("UNSET"));
         let f = SecretSource::File {
             file: file.file_name().unwrap().to_string_lossy().into(),
         };

@@ -132,7 +132,7 @@ pub fn run_blocking(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| StartError::Http(e.to_string()))?;
+        .map_err(StartError::Runtime)?;
     let generation = rt.block_on(prepare_with(config, mode.upgrade))?;
     drop(rt);
     let server_config = &generation.gateway.config.server;
@@ -195,7 +195,7 @@ impl GatewayHandle {
                 let prepared = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| StartError::Http(e.to_string()))
+                    .map_err(StartError::Runtime)
                     .and_then(|rt| rt.block_on(prepare(config)));
                 let live = match prepared {
                     Ok(g) => Live::new(g, config_path),
@@ -216,10 +216,8 @@ impl GatewayHandle {
                     shutdown_signal: Box::new(ChannelShutdown(Mutex::new(Some(stop_rx)))),
                 });
             })
-            .map_err(|e| StartError::Http(e.to_string()))?;
-        let live = ready_rx
-            .await
-            .map_err(|_| StartError::Http("the gateway thread stopped during start-up".into()))??;
+            .map_err(StartError::Runtime)?;
+        let live = ready_rx.await.map_err(|_| StartError::ThreadStopped)??;
         let server = &live.current().config.server;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // Wait for the condition itself (both listeners accept), not for a fixed time:

@@ -515,3 +515,6 @@ fn outcome_name(o: &RefreshOutcome) -> &'static str {
         RefreshOutcome::Unavailable { .. } => "transient_error",
     }
 }
+
+#[cfg(test)]
+mod tests;

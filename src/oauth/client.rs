@@ -54,6 +54,22 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Test metadata for `https://lw.test` with S256 and only the endpoints every
+    /// server has; tests set the optional ones they need.
+    #[cfg(test)]
+    pub(crate) fn fixture() -> Metadata {
+        Metadata {
+            issuer: "https://lw.test".into(),
+            authorization_endpoint: "https://lw.test/oauth/authorize".into(),
+            token_endpoint: "https://lw.test/api/oauth/token".into(),
+            revocation_endpoint: None,
+            registration_endpoint: None,
+            userinfo_endpoint: None,
+            introspection_endpoint: None,
+            code_challenge_methods_supported: vec!["S256".into()],
+        }
+    }
+
     pub fn url(issuer: &str) -> String {
         format!("{issuer}/.well-known/oauth-authorization-server")
     }
@@ -471,14 +487,8 @@ mod tests {
 
     fn meta() -> Metadata {
         Metadata {
-            issuer: "https://lw.test".into(),
-            authorization_endpoint: "https://lw.test/oauth/authorize".into(),
-            token_endpoint: "https://lw.test/api/oauth/token".into(),
             revocation_endpoint: Some("https://lw.test/api/oauth/revoke".into()),
-            registration_endpoint: None,
-            userinfo_endpoint: None,
-            introspection_endpoint: None,
-            code_challenge_methods_supported: vec!["S256".into()],
+            ..Metadata::fixture()
         }
     }
 

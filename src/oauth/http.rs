@@ -87,25 +87,48 @@ const MAX_RESPONSE: usize = 1024 * 1024;
 pub struct ReqwestClient(reqwest::Client);
 
 impl ReqwestClient {
-    pub fn new(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+    pub fn new(
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, HttpClientError> {
         let mut b = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("loopgate/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("CA file {} is not PEM: {e}", path.display()))?
-            {
+            let pem = std::fs::read(path).map_err(|source| HttpClientError::CaUnreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                HttpClientError::CaNotPem {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })? {
                 b = b.add_root_certificate(cert);
             }
         }
-        b.build()
-            .map(ReqwestClient)
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        b.build().map(ReqwestClient).map_err(HttpClientError::Build)
     }
+}
+
+/// Why the client for Loopwise could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error("cannot read CA file {}: {source}", path.display())]
+    CaUnreadable {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("CA file {} is not PEM: {source}", path.display())]
+    CaNotPem {
+        path: std::path::PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(reqwest::Error),
 }
 
 #[async_trait]

@@ -274,7 +274,8 @@ impl ProxyHttp for LoopgateProxy {
             ctx.tried.push(addr);
         }
         if let Some(route) = &ctx.route {
-            self.gw(ctx)
+            generation
+                .gateway
                 .shared
                 .metrics
                 .upstream_errors

@@ -31,7 +31,11 @@ pub enum StartError {
     #[error("{0}")]
     Routes(#[from] crate::proxy::pools::ResolveError),
     #[error("{0}")]
-    Http(String),
+    HttpClient(#[from] crate::oauth::http::HttpClientError),
+    #[error("cannot start a runtime or thread: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the gateway thread stopped during start-up")]
+    ThreadStopped,
     #[error("the gateway did not start listening on {0} within 10s")]
     NotListening(SocketAddr),
     #[error("server.tls: {0}")]
@@ -129,7 +133,7 @@ fn transient(e: &StartError) -> bool {
 /// outlives the runtime that opened it.
 fn startup_http(config: &Config) -> Result<ReqwestClient, StartError> {
     let lw = &config.loopwise;
-    ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)
+    ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::from)
 }
 
 /// The metered client for the request path.
@@ -140,7 +144,7 @@ fn request_http(
     let lw = &config.loopwise;
     Ok(Arc::new(crate::oauth::metered::MeteredClient {
         inner: Arc::new(
-            ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::Http)?,
+            ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::from)?,
         ),
         metrics,
     }))

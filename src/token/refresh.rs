@@ -314,16 +314,7 @@ pub(crate) mod tests {
                 grants: AtomicUsize::new(0),
                 delay: std::time::Duration::from_millis(delay_ms),
             });
-            let metadata = Metadata {
-                issuer: "https://lw.test".into(),
-                authorization_endpoint: "https://lw.test/oauth/authorize".into(),
-                token_endpoint: "https://lw.test/api/oauth/token".into(),
-                revocation_endpoint: None,
-                registration_endpoint: None,
-                userinfo_endpoint: None,
-                introspection_endpoint: None,
-                code_challenge_methods_supported: vec!["S256".into()],
-            };
+            let metadata = Metadata::fixture();
             let client = LoopwiseClient::new(
                 http.clone(),
                 metadata,

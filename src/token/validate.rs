@@ -638,15 +638,9 @@ mod tests {
 
     fn loopwise(http: Arc<dyn HttpClient>, introspection: bool) -> LoopwiseClient {
         let metadata = Metadata {
-            issuer: "https://lw.test".into(),
-            authorization_endpoint: "https://lw.test/oauth/authorize".into(),
-            token_endpoint: "https://lw.test/api/oauth/token".into(),
-            revocation_endpoint: None,
-            registration_endpoint: None,
-            userinfo_endpoint: None,
             introspection_endpoint: introspection
                 .then(|| "https://lw.test/api/oauth/introspect".into()),
-            code_challenge_methods_supported: vec!["S256".into()],
+            ..Metadata::fixture()
         };
         LoopwiseClient::new(http, metadata, "cid".into(), None, "https://gw/cb".into())
     }

@@ -56,7 +56,7 @@ impl Validator<'_> {
                 match src.resolve(self.env, self.base_dir) {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        self.err("loopwise.client_secret", e);
+                        self.err("loopwise.client_secret", e.to_string());
                         None
                     }
                 }
@@ -96,7 +96,7 @@ impl Validator<'_> {
                     None
                 }
                 Err(e) => {
-                    self.err("loopwise.jwt_secret", e);
+                    self.err("loopwise.jwt_secret", e.to_string());
                     None
                 }
             },

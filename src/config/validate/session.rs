@@ -20,10 +20,10 @@ impl Validator<'_> {
                 for (i, src) in list.iter().enumerate() {
                     let key = format!("session.secrets[{i}]");
                     match src.resolve(self.env, self.base_dir) {
-                        Err(e) => self.err(&key, e),
+                        Err(e) => self.err(&key, e.to_string()),
                         Ok(s) => match decode_session_secret(s.expose()) {
                             Ok(bytes) => secrets.push(bytes),
-                            Err(e) => self.err(&key, e),
+                            Err(e) => self.err(&key, e.to_string()),
                         },
                     }
                 }
