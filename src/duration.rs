@@ -4,11 +4,11 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{input}` is not a duration (write e.g. \"60s\", \"15m\", \"2h\", \"7d\")")]
-pub struct DurationError {
+pub(crate) struct DurationError {
     pub input: String,
 }
 
-pub fn parse(input: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse(input: &str) -> Result<Duration, DurationError> {
     let s = input.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s

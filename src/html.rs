@@ -1,7 +1,7 @@
 //! Minimal HTML escaping for the pages we render (emulator and gateway alike).
 
 /// Escapes text for use in element content and in double-quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -17,7 +17,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// A complete, self-contained page (no external resources, so it works offline).
-pub fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

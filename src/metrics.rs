@@ -220,7 +220,7 @@ impl Metrics {
 }
 
 /// `2xx`, `4xx`, … (`error` when no response was written).
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::secret::SecretSource;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -22,20 +22,20 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawLog {
+pub(super) struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawCache {
+pub(super) struct RawCache {
     pub ttl: Option<String>,
     pub negative_ttl: Option<String>,
     pub max_entries: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawServer {
+pub(super) struct RawServer {
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub prefix: Option<String>,
@@ -52,7 +52,7 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawTls {
+pub(super) struct RawTls {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
 }
@@ -60,13 +60,13 @@ pub struct RawTls {
 /// `upstream = "url"` or `upstream = ["url", "url"]`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum RawUpstreams {
+pub(super) enum RawUpstreams {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawHealthCheck {
+pub(super) struct RawHealthCheck {
     pub path: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
@@ -75,7 +75,7 @@ pub struct RawHealthCheck {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawLoopwise {
+pub(super) struct RawLoopwise {
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretSource>,
@@ -91,7 +91,7 @@ pub struct RawLoopwise {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawSession {
+pub(super) struct RawSession {
     pub secrets: Option<Vec<SecretSource>>,
     pub cookie_name: Option<String>,
     pub lifetime: Option<String>,
@@ -100,7 +100,7 @@ pub struct RawSession {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     pub name: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,

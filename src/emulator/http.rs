@@ -23,16 +23,16 @@ use super::users::{self, DemoUser};
 use crate::oauth::scope;
 
 /// Largest request body read; larger ones get 413 `invalid_request`.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(super) const MAX_BODY: usize = 64 * 1024;
 
 /// A clock tests can move forward (expiry without sleeping).
 #[derive(Debug, Default)]
-pub struct Clock {
+pub(super) struct Clock {
     offset: AtomicU64,
 }
 
 impl Clock {
-    pub fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -40,12 +40,12 @@ impl Clock {
         real + self.offset.load(Ordering::Relaxed)
     }
 
-    pub fn advance(&self, secs: u64) {
+    pub(super) fn advance(&self, secs: u64) {
         self.offset.fetch_add(secs, Ordering::Relaxed);
     }
 }
 
-pub struct Shared {
+pub(super) struct Shared {
     pub store: Mutex<Store>,
     pub counters: Counters,
     pub clock: Clock,
@@ -53,7 +53,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn store(&self) -> MutexGuard<'_, Store> {
+    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -70,7 +70,7 @@ impl Shared {
 
 type S = State<Arc<Shared>>;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/api/oauth/register", post(register))

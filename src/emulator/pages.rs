@@ -6,7 +6,7 @@ use super::store::AuthzRequest;
 use super::users::USERS;
 use crate::html::{escape, page};
 
-pub fn login(req: &AuthzRequest) -> String {
+pub(super) fn login(req: &AuthzRequest) -> String {
     let mut buttons = String::new();
     for u in USERS {
         buttons.push_str(&format!(
@@ -34,7 +34,7 @@ pub fn login(req: &AuthzRequest) -> String {
     )
 }
 
-pub fn consent(req: &AuthzRequest, user_name: &str) -> String {
+pub(super) fn consent(req: &AuthzRequest, user_name: &str) -> String {
     let scopes: String = req
         .scopes
         .iter()
@@ -60,7 +60,7 @@ pub fn consent(req: &AuthzRequest, user_name: &str) -> String {
     )
 }
 
-pub fn error(e: &OAuthError) -> String {
+pub(super) fn error(e: &OAuthError) -> String {
     page(
         "Authorization error",
         &format!(

@@ -9,22 +9,22 @@ use std::collections::BTreeMap;
 use super::error::OAuthError;
 
 /// Longest name or value (after percent-decoding) accepted for any single parameter.
-pub const MAX_PARAM_LEN: usize = 2048;
+pub(super) const MAX_PARAM_LEN: usize = 2048;
 
 /// Longest query string accepted (raw bytes); longer URLs get 414.
-pub const MAX_QUERY_LEN: usize = 8192;
+pub(super) const MAX_QUERY_LEN: usize = 8192;
 
 /// Parsed parameters, remembering which names were repeated or oversized so that the
 /// caller can decide how to report them (error page vs. redirect).
 #[derive(Debug, Default)]
-pub struct Params {
+pub(super) struct Params {
     values: BTreeMap<String, String>,
     repeated: Vec<String>,
     oversized: Vec<String>,
 }
 
 impl Params {
-    pub fn parse(input: &[u8]) -> Params {
+    pub(super) fn parse(input: &[u8]) -> Params {
         let mut p = Params::default();
         for (k, v) in form_urlencoded::parse(input) {
             let k = k.into_owned();
@@ -50,12 +50,12 @@ impl Params {
     }
 
     /// Whether `name` was repeated or oversized (such a parameter has no usable value).
-    pub fn is_bad(&self, name: &str) -> bool {
+    pub(super) fn is_bad(&self, name: &str) -> bool {
         self.repeated.iter().any(|n| n == name) || self.oversized.iter().any(|n| n == name)
     }
 
     /// Refuses repeated or oversized parameters.
-    pub fn check(&self) -> Result<(), OAuthError> {
+    pub(super) fn check(&self) -> Result<(), OAuthError> {
         if let Some(name) = self.repeated.first() {
             return Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` is repeated"
@@ -66,7 +66,7 @@ impl Params {
 
     /// Refuses oversized parameters only: the front servers' rule, applied to every
     /// query before any endpoint runs.
-    pub fn check_lengths(&self) -> Result<(), OAuthError> {
+    pub(super) fn check_lengths(&self) -> Result<(), OAuthError> {
         match self.oversized.first() {
             Some(name) => Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` is too long (at most {MAX_PARAM_LEN} bytes)"
@@ -75,14 +75,14 @@ impl Params {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         if self.is_bad(name) {
             return None;
         }
         self.values.get(name).map(String::as_str)
     }
 
-    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+    pub(super) fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name)
             .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter `{name}`")))
     }

@@ -44,7 +44,7 @@ impl Stats {
 
 /// The live counters behind a mutex; every update is a few map operations.
 #[derive(Debug, Default)]
-pub struct Counters(Mutex<Stats>);
+pub(super) struct Counters(Mutex<Stats>);
 
 impl Counters {
     fn with(&self, f: impl FnOnce(&mut Stats)) {
@@ -52,11 +52,11 @@ impl Counters {
         f(&mut s);
     }
 
-    pub fn endpoint(&self, name: &str) {
+    pub(super) fn endpoint(&self, name: &str) {
         self.with(|s| *s.endpoints.entry(name.to_string()).or_default() += 1);
     }
 
-    pub fn grant(&self, grant_type: &str, outcome: &str) {
+    pub(super) fn grant(&self, grant_type: &str, outcome: &str) {
         self.with(|s| {
             *s.grants
                 .entry(grant_type.to_string())
@@ -66,21 +66,21 @@ impl Counters {
         });
     }
 
-    pub fn error(&self, code: &str) {
+    pub(super) fn error(&self, code: &str) {
         self.with(|s| *s.errors.entry(code.to_string()).or_default() += 1);
     }
 
-    pub fn event(&self, name: &str, n: u64) {
+    pub(super) fn event(&self, name: &str, n: u64) {
         if n > 0 {
             self.with(|s| *s.events.entry(name.to_string()).or_default() += n);
         }
     }
 
-    pub fn snapshot(&self) -> Stats {
+    pub(super) fn snapshot(&self) -> Stats {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn reset(&self) {
+    pub(super) fn reset(&self) {
         self.with(|s| *s = Stats::default());
     }
 }

@@ -45,7 +45,7 @@ pub const USERS: &[DemoUser] = &[
 /// The user `--auto-approve` logs in when `--auto-user` is not given: the school admin.
 pub const DEFAULT_AUTO_USER: &str = "ada";
 
-pub fn find(sub: &str) -> Option<&'static DemoUser> {
+pub(super) fn find(sub: &str) -> Option<&'static DemoUser> {
     USERS.iter().find(|u| u.sub == sub)
 }
 

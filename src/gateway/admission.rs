@@ -15,7 +15,7 @@ use crate::wire::path::{self, NormalPath, PathError};
 
 /// A request head as the adapter sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Head<'a> {
+pub(crate) struct Head<'a> {
     pub version: Version,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
@@ -25,7 +25,7 @@ pub struct Head<'a> {
 
 /// A request that may be looked at further.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// The checked authority (`None`: an HTTP/1.0 request without `Host`).
     pub authority: Option<Authority>,
     pub path: NormalPath,
@@ -33,7 +33,7 @@ pub struct Admitted {
 
 /// Why a request was refused at the door.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("ambiguous framing: {0}")]
     Framing(#[from] FramingError),
     #[error("bad host: {0}")]
@@ -43,7 +43,7 @@ pub enum Refused {
 }
 
 impl Refused {
-    pub fn malformed(&self) -> Malformed {
+    pub(crate) fn malformed(&self) -> Malformed {
         match self {
             Refused::Framing(_) => Malformed::Framing,
             Refused::Host(_) => Malformed::Host,
@@ -54,7 +54,7 @@ impl Refused {
 
 /// Checks framing first (when it is ambiguous nothing after this request can be trusted),
 /// then the authority, then the path.
-pub fn admit(head: Head<'_>) -> Result<Admitted, Refused> {
+pub(crate) fn admit(head: Head<'_>) -> Result<Admitted, Refused> {
     let f = framing::request_framing(head.headers)?;
     // pingora has already dropped a `Content-Length` sent with `chunked`: look at the raw.
     if f == Framing::Chunked && framing::raw_head_has_content_length(head.raw) {
@@ -79,7 +79,7 @@ pub fn admit(head: Head<'_>) -> Result<Admitted, Refused> {
 
 /// Where an admitted request goes.
 #[derive(Debug)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// A gateway endpoint under `server.prefix`.
     Endpoint,
     /// A route, with the path and query to send upstream.
@@ -92,7 +92,7 @@ pub enum Plan {
 
 /// Routes an admitted request: the prefix is the gateway's; `;params` only where the
 /// route opts in (policy then ignores them); the query goes upstream as it came.
-pub fn plan(
+pub(crate) fn plan(
     prefix: &str,
     routes: &RouteTable,
     host: Option<&str>,

@@ -11,7 +11,7 @@ use crate::session::{cookies, Session};
 
 /// Why a callback did not sign the user in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginFailure {
+pub(super) enum LoginFailure {
     /// The state cookie is absent, tampered with, expired or of another login.
     BadState(StateError),
     /// The replay guard cannot be asked: refused (without it a replay could pass).
@@ -38,7 +38,7 @@ pub enum LoginFailure {
 }
 
 impl LoginFailure {
-    pub fn status(&self) -> u16 {
+    pub(super) fn status(&self) -> u16 {
         match self {
             LoginFailure::Declined { .. } => 403,
             LoginFailure::GuardDown | LoginFailure::Unavailable => 503,
@@ -52,7 +52,7 @@ impl LoginFailure {
     }
 
     /// The `result` label of `loopgate_logins_total` (a success is `ok`).
-    pub fn label(&self) -> &'static str {
+    pub(super) fn label(&self) -> &'static str {
         match self {
             LoginFailure::Declined { .. } => "denied",
             LoginFailure::Unavailable => "loopwise_unreachable",

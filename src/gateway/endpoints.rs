@@ -8,7 +8,7 @@ use super::{Gateway, RequestView};
 use crate::gateway::reply::Reply;
 use crate::html::escape;
 
-pub async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
+pub(super) async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     let prefix = &gw.config.server.prefix;
     let sub = view.path.strip_prefix(prefix.as_str()).unwrap_or("");
     let get = *view.method == http::Method::GET || *view.method == http::Method::HEAD;

@@ -6,7 +6,7 @@ use crate::session::Identity;
 use crate::wire::headers::sanitize;
 
 /// The identity headers to inject, in order.
-pub fn identity_headers(id: &Identity, scope: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn identity_headers(id: &Identity, scope: &str) -> Vec<(&'static str, String)> {
     vec![
         ("x-loopwise-user", sanitize(&id.sub)),
         ("x-loopwise-email", sanitize(&id.email)),

@@ -2,28 +2,26 @@
 //! with a request for a gateway endpoint, how a login starts and ends.
 //! `proxy::service` translates between pingora and this module.
 
-pub mod admission;
+pub(crate) mod admission;
 mod authorize;
 mod callback;
 mod clock;
 mod denial;
 mod endpoints;
-pub mod identity;
+pub(crate) mod identity;
 mod render;
-pub mod reply;
+pub(crate) mod reply;
 mod shared;
-pub mod upstream;
+pub(crate) mod upstream;
 
-pub use denial::{
-    Audience, Authenticated, Credential, Decision, Denial, Granted, Malformed, TokenProblem,
-};
+pub(crate) use denial::{Audience, Authenticated, Decision, Denial, Malformed};
 
 use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-pub use clock::Clock;
-pub use shared::Shared;
+pub(crate) use clock::Clock;
+pub(crate) use shared::Shared;
 
 use crate::config::Config;
 use crate::gateway::reply::Reply;
@@ -73,7 +71,7 @@ pub enum BearerAuth {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     pub method: &'a Method,
-    /// Normalised host (see `wire::host::normalize_host`), if the request named one.
+    /// Normalised host (`wire::host::Authority::host`), if the request named one.
     pub host: Option<&'a str>,
     /// The peer's address (the client, or a proxy in front of us).
     pub peer: Option<std::net::IpAddr>,

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::json;
 
+use super::denial::{Credential, Granted, TokenProblem};
 use super::*;
 use crate::metrics::Metrics;
 use crate::oauth::http::{HttpClient, HttpRequest, HttpResponse, TransportError};

@@ -14,7 +14,7 @@ use crate::wire::headers;
 use crate::wire::host::Authority;
 
 /// What the gateway knows when it builds the upstream request.
-pub struct Outbound<'a> {
+pub(crate) struct Outbound<'a> {
     /// The client's request headers as received (nothing removed yet).
     pub headers: &'a HeaderMap,
     pub route: &'a RouteConfig,
@@ -36,7 +36,7 @@ pub struct Outbound<'a> {
 /// Edits to the upstream request, applied in this order: remove `remove` (names as
 /// sent), then `set` each (replacing), then `append` each.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct RequestPlan {
+pub(crate) struct RequestPlan {
     pub remove: Vec<String>,
     pub set: Vec<(&'static str, String)>,
     pub append: Vec<(&'static str, String)>,
@@ -46,7 +46,7 @@ pub struct RequestPlan {
 /// would mislead the upstream goes (see [`headers::to_remove`]); the request id, the
 /// Bearer and identity of the authenticated user, the routed `Host` and the forwarding
 /// headers are set from what the gateway decided, never from what the client sent.
-pub fn request_plan(o: &Outbound<'_>) -> RequestPlan {
+pub(crate) fn request_plan(o: &Outbound<'_>) -> RequestPlan {
     // The client's `Authorization` is replaced on login and api routes, and removed on
     // public ones unless the route passes it on.
     let strip_authorization = o.route.auth != AuthKind::Public || !o.route.pass_authorization;
@@ -87,7 +87,7 @@ pub fn request_plan(o: &Outbound<'_>) -> RequestPlan {
 /// The upstream's `Set-Cookie` values to keep when some would set one of the gateway's
 /// own cookies (`None`: none does, leave the response as it is). An upstream must not be
 /// able to overwrite or clear the gateway's session.
-pub fn upstream_set_cookies(
+pub(crate) fn upstream_set_cookies(
     response: &HeaderMap,
     is_ours: &dyn Fn(&str) -> bool,
 ) -> Option<Vec<String>> {
@@ -107,7 +107,7 @@ pub fn upstream_set_cookies(
 
 /// Whether a request whose connection to a backend failed goes to another backend: once,
 /// when there is another, and only for methods safe to send twice.
-pub fn may_retry(method: &http::Method, already_retried: bool, backends: usize) -> bool {
+pub(crate) fn may_retry(method: &http::Method, already_retried: bool, backends: usize) -> bool {
     !already_retried && backends > 1 && idempotent(method)
 }
 
@@ -125,7 +125,7 @@ fn idempotent(m: &http::Method) -> bool {
 
 /// Why proxying failed, as the adapter reads it from pingora's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyFailure {
+pub(crate) enum ProxyFailure {
     /// A phase asked for this status explicitly.
     Status(u16),
     /// The backend could not be reached, timed out or answered badly.
@@ -140,7 +140,7 @@ pub enum ProxyFailure {
 
 /// The status to log (0: none, the client is gone) and the reply to write, if any. No
 /// upstream detail reaches the client.
-pub fn failure_reply(f: ProxyFailure, navigation: bool) -> (u16, Option<Reply>) {
+pub(crate) fn failure_reply(f: ProxyFailure, navigation: bool) -> (u16, Option<Reply>) {
     let code = match f {
         ProxyFailure::Status(c) => c,
         ProxyFailure::Upstream => 502,

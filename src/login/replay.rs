@@ -66,7 +66,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// What every replay guard must do; a shared implementation runs it too.
-    pub async fn contract(guard: Arc<dyn ReplayGuard>) {
+    pub(crate) async fn contract(guard: Arc<dyn ReplayGuard>) {
         let a = crate::random::bytes::<32>();
         let b = crate::random::bytes::<32>();
         assert!(guard.first_use(&a, 1000).await.unwrap(), "first use");

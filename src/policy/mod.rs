@@ -1,5 +1,5 @@
 //! Pure policy pieces: whether a request is a browser navigation, and what a route
 //! requires of an identity. The per-request decision itself is `gateway::authorize`.
 
-pub mod authz;
-pub mod navigation;
+pub(crate) mod authz;
+pub(crate) mod navigation;

@@ -5,7 +5,7 @@ use http::{HeaderMap, Method};
 
 /// A navigation is `Sec-Fetch-Mode: navigate`, or (without Fetch Metadata) a GET/HEAD that
 /// accepts `text/html` and is not marked as XHR.
-pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     if let Some(mode) = headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
         return mode.eq_ignore_ascii_case("navigate");
     }

@@ -8,7 +8,7 @@ use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
 /// Loads a PEM certificate chain and private key into a rustls `CertifiedKey`.
-pub fn load(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
+pub(crate) fn load(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
     let bad =
         || format!("cannot load the certificate chain `{cert}` and private key `{key}` (PEM)");
     let (certs, private_key) = match pingora::tls::load_certs_and_key_files(cert, key) {

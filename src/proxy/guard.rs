@@ -46,13 +46,13 @@ use crate::metrics::Metrics;
 
 /// The limits the guard enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
 }
 
 impl Limits {
-    pub fn of(server: &ServerConfig) -> Limits {
+    pub(crate) fn of(server: &ServerConfig) -> Limits {
         Limits {
             header_timeout: server.header_timeout,
             max_connections: server.max_connections,
@@ -61,7 +61,7 @@ impl Limits {
 }
 
 /// The limits in force now (called per connection and per request, so a reload applies).
-pub type LimitsFn = Arc<dyn Fn() -> Limits + Send + Sync>;
+pub(crate) type LimitsFn = Arc<dyn Fn() -> Limits + Send + Sync>;
 
 /// The answer to a connection over the cap. A complete response (so clients report it as
 /// such), telling them to come back in a second.
@@ -78,7 +78,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Wraps a pingora HTTP app (e.g. `http_proxy(..)`) in the connection cap and the header
 /// deadline. The two share per-connection state, so they come only as this pair.
-pub fn guard<A>(
+pub(crate) fn guard<A>(
     app: A,
     limits: LimitsFn,
     metrics: Arc<Metrics>,
@@ -104,7 +104,9 @@ where
 /// request header; call this there. Returns what the application itself persisted for
 /// the connection (`ProxyHttp::persist_connection_context`), if anything, or `prev_ctx`
 /// unchanged when it is not the guard's.
-pub fn header_arrived(prev_ctx: Box<dyn Any + Send + Sync>) -> Option<Box<dyn Any + Send + Sync>> {
+pub(crate) fn header_arrived(
+    prev_ctx: Box<dyn Any + Send + Sync>,
+) -> Option<Box<dyn Any + Send + Sync>> {
     match prev_ctx.downcast::<HeaderArrived>() {
         Ok(marker) => {
             marker.flag.store(true, Ordering::Release);
@@ -167,7 +169,7 @@ impl Drop for Slot {
 
 /// The connection's stream, holding its slot for as long as it exists and counting reads.
 /// Everything else is passed through (TLS and socket details included).
-pub struct Tracked {
+pub(crate) struct Tracked {
     inner: Stream,
     conn: Arc<Conn>,
     _slot: Slot,
@@ -304,7 +306,7 @@ fn conn_of(stream: &Stream) -> Option<Arc<Conn>> {
 }
 
 /// Caps concurrent downstream connections (see the module docs).
-pub struct ConnectionLimit<A> {
+pub(crate) struct ConnectionLimit<A> {
     inner: Arc<A>,
     open: Arc<AtomicUsize>,
     limits: LimitsFn,
@@ -364,7 +366,7 @@ async fn refuse(mut stream: Stream) {
 
 /// Gives each HTTP/1 request [`Limits::header_timeout`] to deliver its header (see the
 /// module docs).
-pub struct HeaderDeadline<A> {
+pub(crate) struct HeaderDeadline<A> {
     inner: Arc<A>,
     limits: LimitsFn,
     header_timeouts: IntCounter,

@@ -1,10 +1,10 @@
 //! The pingora side: the proxy service, routes and their backend pools, the connection
 //! guard, TLS. It translates between pingora and the gateway's decisions.
 
-pub mod certs;
-pub mod current;
-pub mod guard;
-pub mod pools;
-pub mod service;
-pub mod settle;
-pub mod tls;
+pub(crate) mod certs;
+pub(crate) mod current;
+pub(crate) mod guard;
+pub(crate) mod pools;
+pub(crate) mod service;
+pub(crate) mod settle;
+pub(crate) mod tls;

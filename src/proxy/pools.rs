@@ -21,11 +21,11 @@ use crate::config::{RouteConfig, Upstream};
 use crate::routes::Route;
 
 /// How often upstream host names are resolved again.
-pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+pub(crate) const DNS_REFRESH: Duration = Duration::from_secs(30);
 
 /// Which configured upstream a discovered backend came from (for SNI and Host).
 #[derive(Debug, Clone, Copy)]
-pub struct BackendOrigin(pub usize);
+pub(crate) struct BackendOrigin(pub usize);
 
 #[derive(Debug, thiserror::Error)]
 #[error("routes[{index}].{key}: {reason}")]

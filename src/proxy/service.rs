@@ -21,7 +21,7 @@ use crate::wire::host::Authority;
 
 /// Per-request state shared across pingora's phases.
 #[derive(Default)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     route: Option<Arc<Route>>,
     auth: Option<Authenticated>,
     /// Path and query to send upstream (normalised; prefix stripped or rewritten).
@@ -60,13 +60,13 @@ fn request_id(headers: &http::HeaderMap) -> String {
         })
 }
 
-pub struct LoopgateProxy {
+pub(crate) struct LoopgateProxy {
     pub current: Arc<Current>,
 }
 
 /// Writes a gateway-made response: always with `Content-Length`, so the connection can be
 /// kept alive (pingora's `respond_error` would close it).
-pub async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
+pub(crate) async fn write_reply(session: &mut PSession, reply: Reply) -> Result<()> {
     if reply.close {
         session.set_keepalive(None);
     }

@@ -17,16 +17,16 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 /// Covers a request that follows the TCP (and TLS) handshake by a round trip or so.
-pub const SETTLE: Duration = Duration::from_secs(1);
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
 
 /// Wraps a pingora app, delaying its clean-up by `settle`.
-pub struct Settle<A> {
+pub(crate) struct Settle<A> {
     inner: Arc<A>,
     settle: Duration,
 }
 
 impl<A> Settle<A> {
-    pub fn new(inner: A, settle: Duration) -> Self {
+    pub(crate) fn new(inner: A, settle: Duration) -> Self {
         Settle {
             inner: Arc::new(inner),
             settle,

@@ -10,7 +10,7 @@ use pingora::protocols::tls::CaType;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 
 /// DER certificates from a PEM bundle.
-pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     let mut out = Vec::new();
@@ -40,7 +40,7 @@ pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// Loads a CA bundle for `HttpPeer::options.ca`.
-pub fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {
+pub(crate) fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {
     let pem = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs = pem_certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))?;

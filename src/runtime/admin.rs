@@ -16,7 +16,7 @@ use crate::proxy::current::Generation;
 use crate::runtime::live::Live;
 
 /// Why the gateway is not ready, if it is not (empty: ready).
-pub async fn readiness(generation: &Generation) -> Vec<String> {
+pub(crate) async fn readiness(generation: &Generation) -> Vec<String> {
     let gw = &generation.gateway;
     let mut reasons = Vec::new();
     if gw.shared.draining.load(Ordering::Relaxed) {
@@ -39,7 +39,7 @@ pub async fn readiness(generation: &Generation) -> Vec<String> {
 }
 
 /// Sets the gauges that are read rather than counted, then renders everything.
-pub fn render_metrics(generation: &Generation) -> String {
+pub(crate) fn render_metrics(generation: &Generation) -> String {
     let gw = &generation.gateway;
     let m = &gw.shared.metrics;
     m.token_cache_entries
@@ -57,13 +57,17 @@ pub fn render_metrics(generation: &Generation) -> String {
 
 /// Serves `/metrics`, `/healthz` and `/readyz`. A pingora listening service, so a graceful
 /// binary upgrade hands its socket to the new process along with the proxy's.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     pub live: Arc<Live>,
 }
 
 impl AdminApp {
     /// The reply for one admin request: pure routing over the live gateway.
-    pub async fn reply(&self, method: &Method, path: &str) -> (StatusCode, &'static str, String) {
+    pub(crate) async fn reply(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> (StatusCode, &'static str, String) {
         const TEXT: &str = "text/plain; charset=utf-8";
         if method != Method::GET && method != Method::HEAD {
             return (
@@ -136,7 +140,7 @@ impl ServeHttp for AdminApp {
 }
 
 /// The admin listener as a pingora service on `server.admin_listen`.
-pub fn service(live: Arc<Live>, listen: &str) -> Service<AdminApp> {
+pub(crate) fn service(live: Arc<Live>, listen: &str) -> Service<AdminApp> {
     let mut svc = Service::new("admin".into(), AdminApp { live });
     svc.add_tcp(listen);
     // Scrapes and probes are light; one thread keeps them off the proxy's runtimes.
@@ -147,7 +151,7 @@ pub fn service(live: Arc<Live>, listen: &str) -> Service<AdminApp> {
 /// Runs inside pingora: the backend pools of the current config, the retry of Loopwise
 /// discovery when start-up had to go without it, and (for `loopgate run`) reload on
 /// `SIGHUP`.
-pub struct PoolsService {
+pub(crate) struct PoolsService {
     pub live: Arc<Live>,
     pub reload_on_sighup: bool,
 }

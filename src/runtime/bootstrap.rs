@@ -54,13 +54,13 @@ fn unix_now() -> u64 {
 /// Everything that needs the network before serving: metadata, registration, DNS.
 /// Runs on a short-lived runtime with its own HTTP client; the request-path client is a
 /// different one, so no connection outlives the runtime that opened it.
-pub async fn prepare(config: Config) -> Result<Generation, StartError> {
+pub(crate) async fn prepare(config: Config) -> Result<Generation, StartError> {
     prepare_with(config, false).await
 }
 
 /// [`prepare`], for a process that takes its listening sockets over from a running one
 /// (`--upgrade`): those addresses are in use by design, so they are not probed.
-pub async fn prepare_with(config: Config, upgrade: bool) -> Result<Generation, StartError> {
+pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Generation, StartError> {
     if !upgrade {
         // Fail early and clearly if a port is taken (pingora would panic in a task).
         for addr in [config.server.listen, config.server.admin_listen] {
@@ -152,7 +152,7 @@ fn request_http(
 
 /// A Loopwise client with its metadata and client id loaded; fails if Loopwise cannot
 /// be reached (a reload keeps the running config then).
-pub async fn loopwise_client(
+pub(crate) async fn loopwise_client(
     config: &Config,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<LoopwiseClient, StartError> {
@@ -169,7 +169,7 @@ pub async fn loopwise_client(
 /// Like [`loopwise_client`], but when Loopwise is unreachable the client starts pending
 /// (see [`resolve_in_background`]): sessions whose tokens are still valid keep working
 /// across a restart during a Loopwise outage, and `/readyz` says what is missing.
-pub async fn loopwise_client_or_pending(
+pub(crate) async fn loopwise_client_or_pending(
     config: &Config,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<LoopwiseClient, StartError> {
@@ -191,7 +191,7 @@ pub async fn loopwise_client_or_pending(
 
 /// Retries discovery (and registration) for a pending client with backoff (1 s to 30 s)
 /// until it succeeds or fails for a reason only a config change can fix.
-pub async fn resolve_in_background(config: Arc<Config>, client: LoopwiseClient) {
+pub(crate) async fn resolve_in_background(config: Arc<Config>, client: LoopwiseClient) {
     let mut delay = Duration::from_secs(1);
     while client.pending_reason().is_some() {
         tokio::time::sleep(delay).await;

@@ -21,7 +21,7 @@ use crate::runtime::live::Live;
 const SUCCESSOR_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
+pub(crate) enum UpgradeError {
     #[error("cannot start {exe}: {source}")]
     Spawn {
         exe: PathBuf,
@@ -37,7 +37,7 @@ pub enum UpgradeError {
 
 /// How to start this program again as an upgrading successor.
 #[derive(Debug, Clone)]
-pub struct Successor {
+pub(crate) struct Successor {
     /// This program's path, resolved at start-up (a replaced binary at the same path is
     /// exactly what an upgrade wants to run).
     pub exe: PathBuf,
@@ -49,7 +49,7 @@ pub struct Successor {
 
 impl Successor {
     /// The successor's arguments: ours, with `--upgrade` added once.
-    pub fn upgrade_args(&self) -> Vec<OsString> {
+    pub(crate) fn upgrade_args(&self) -> Vec<OsString> {
         let mut args = self.args.clone();
         if !args.iter().any(|a| a == "--upgrade") {
             // After the subcommand, so it parses as `run`'s flag.
@@ -61,7 +61,7 @@ impl Successor {
 
     /// Starts the successor and waits until it listens on the upgrade socket, so the
     /// hand-over that follows cannot miss it.
-    pub async fn start(&self) -> Result<Child, UpgradeError> {
+    pub(crate) async fn start(&self) -> Result<Child, UpgradeError> {
         remove_stale(&self.upgrade_sock);
         let mut child = Command::new(&self.exe)
             .args(self.upgrade_args())
@@ -103,7 +103,7 @@ fn remove_stale(path: &Path) {
 }
 
 /// pingora's shutdown watch for `loopgate run`.
-pub struct Signals {
+pub(crate) struct Signals {
     pub live: Arc<Live>,
     pub shutdown_delay: Duration,
     pub successor: Successor,

@@ -2,7 +2,7 @@
 //! and its reload ([`live`]), the admin listener ([`admin`]) and process signals
 //! ([`lifecycle`]).
 
-pub mod admin;
-pub mod bootstrap;
-pub mod lifecycle;
-pub mod live;
+pub(crate) mod admin;
+pub(crate) mod bootstrap;
+pub(crate) mod lifecycle;
+pub(crate) mod live;

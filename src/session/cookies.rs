@@ -2,13 +2,13 @@
 //! values into numbered chunks and rejoining them, and `Set-Cookie` attributes.
 
 /// Longest value placed in one cookie; browsers cap a cookie near 4096 bytes all told.
-pub const CHUNK: usize = 3800;
+pub(crate) const CHUNK: usize = 3800;
 /// At most this many chunks are read or written (≈ 38 KB), bounding header work.
-pub const MAX_CHUNKS: usize = 10;
+pub(crate) const MAX_CHUNKS: usize = 10;
 
 /// All `name=value` pairs of a request's `Cookie` fields. HTTP/2 clients may send several
 /// fields (RFC 9113 §8.2.3), so every field is read.
-pub fn parse<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn parse<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, &'a str)> {
     fields
         .into_iter()
         .flat_map(|f| f.split(';'))
@@ -39,7 +39,7 @@ fn chunk_name(name: &str, i: usize) -> String {
 /// `None` when absent, and when the name or a chunk it reads is sent twice: "first wins"
 /// would let a planted cookie decide which session a request has, so an ambiguous jar
 /// has none (the caller then clears every name [`present_names`] lists).
-pub fn read_chunked(jar: &[(&str, &str)], name: &str) -> Option<String> {
+pub(crate) fn read_chunked(jar: &[(&str, &str)], name: &str) -> Option<String> {
     if let Some(v) = get_unique(jar, name).ok()? {
         return Some(v.to_string());
     }
@@ -56,7 +56,7 @@ pub fn read_chunked(jar: &[(&str, &str)], name: &str) -> Option<String> {
 /// The forms of `name` the request carries that the gateway could have set — `name` and
 /// `name_0` … `name_{MAX_CHUNKS-1}` — each once, whatever the request repeats: a clear
 /// is sent for each, so a request must not be able to ask for more.
-pub fn present_names(jar: &[(&str, &str)], name: &str) -> Vec<String> {
+pub(crate) fn present_names(jar: &[(&str, &str)], name: &str) -> Vec<String> {
     std::iter::once(name.to_string())
         .chain((0..MAX_CHUNKS).map(|i| chunk_name(name, i)))
         .filter(|candidate| jar.iter().any(|(k, _)| k == candidate))
@@ -65,13 +65,13 @@ pub fn present_names(jar: &[(&str, &str)], name: &str) -> Vec<String> {
 
 /// Attributes shared by a cookie's setting and its clearing, so a clear always matches.
 #[derive(Debug, Clone)]
-pub struct Attributes {
+pub(crate) struct Attributes {
     pub path: String,
     pub secure: bool,
 }
 
 impl Attributes {
-    pub fn render(&self, max_age: u64) -> String {
+    pub(crate) fn render(&self, max_age: u64) -> String {
         let mut s = format!(
             "Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax",
             self.path
@@ -86,7 +86,7 @@ impl Attributes {
 /// `Set-Cookie` values that store `value` under `name` (chunked when large) and expire any
 /// other form of `name` the browser still has (`existing`, from [`present_names`]).
 /// `None` when the value is too large even for `MAX_CHUNKS` chunks.
-pub fn set_chunked(
+pub(crate) fn set_chunked(
     name: &str,
     value: &str,
     attrs: &Attributes,
@@ -120,7 +120,7 @@ pub fn set_chunked(
 }
 
 /// A `Set-Cookie` that deletes `name` (same attributes as when it was set).
-pub fn clear(name: &str, attrs: &Attributes) -> String {
+pub(crate) fn clear(name: &str, attrs: &Attributes) -> String {
     format!("{name}=; {}", attrs.render(0))
 }
 

@@ -1,12 +1,12 @@
 //! Browser sessions: the model, the sealed cookie codec, and where sessions are stored.
 
-pub mod cookies;
-pub mod model;
-pub mod revoked;
-pub mod seal;
-pub mod store;
+pub(crate) mod cookies;
+pub(crate) mod model;
+pub(crate) mod revoked;
+pub(crate) mod seal;
+pub(crate) mod store;
 
-pub use model::{Identity, Session};
-pub use revoked::Revocations;
-pub use seal::{Keyring, Purpose, SealError};
-pub use store::{CookieStore, SessionStore, StoreError};
+pub(crate) use model::{Identity, Session};
+pub(crate) use revoked::Revocations;
+pub(crate) use seal::{Keyring, Purpose};
+pub(crate) use store::{CookieStore, SessionStore};

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 /// How many ended sessions are remembered at most. Past this, the oldest-used records are
 /// evicted first (their sessions would work again): far above what sign-outs within one
 /// session lifetime reach, and ~100 bytes each.
-pub const MAX_REVOKED: u64 = 1_000_000;
+pub(crate) const MAX_REVOKED: u64 = 1_000_000;
 
 /// A record: until when (gateway clock, seconds) the session counts as ended, and the
 /// clock at the time it was recorded (which sets the cache entry's time to live).

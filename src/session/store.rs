@@ -39,7 +39,7 @@ pub trait SessionStore: Send + Sync {
 
 /// The stateless store: the session itself is the payload, sealed into the cookie.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CookieStore;
+pub(crate) struct CookieStore;
 
 #[async_trait]
 impl SessionStore for CookieStore {
@@ -96,7 +96,7 @@ pub(crate) mod tests {
     }
 
     /// The contract every store must meet; later stores run the same checks.
-    pub async fn contract(store: &dyn SessionStore) {
+    pub(crate) async fn contract(store: &dyn SessionStore) {
         let s = session(100);
         let payload = store.save(&s).await.unwrap();
         assert_eq!(store.load(&payload, 10).await.unwrap(), Some(s.clone()));

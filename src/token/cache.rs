@@ -11,7 +11,7 @@ use super::validate::Verdict;
 use crate::oauth::LoopwiseError;
 
 #[derive(Debug)]
-pub struct Cached {
+pub(crate) struct Cached {
     pub verdict: Verdict,
     ttl: Duration,
 }
@@ -46,7 +46,7 @@ pub struct TokenCache {
 /// The cache key for a token presented for a school (`oauth::Schools` id): a verdict of
 /// one school never answers for another. The id is length-prefixed, so no id/token split
 /// can collide with another.
-pub fn key(school: &str, token: &str) -> [u8; 32] {
+pub(crate) fn key(school: &str, token: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update((school.len() as u64).to_be_bytes());
     h.update(school.as_bytes());
@@ -55,7 +55,12 @@ pub fn key(school: &str, token: &str) -> [u8; 32] {
 }
 
 /// How long a verdict may be trusted at `now`.
-pub fn entry_ttl(verdict: &Verdict, now: u64, ttl: Duration, negative_ttl: Duration) -> Duration {
+pub(crate) fn entry_ttl(
+    verdict: &Verdict,
+    now: u64,
+    ttl: Duration,
+    negative_ttl: Duration,
+) -> Duration {
     match verdict {
         Verdict::Invalid => negative_ttl,
         Verdict::Valid(info) => match info.expires_at {

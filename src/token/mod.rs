@@ -1,6 +1,6 @@
 //! Tokens: transparent single-flight refresh for sessions, and Bearer validation with a
 //! moka cache for API clients.
 
-pub mod cache;
-pub mod refresh;
-pub mod validate;
+pub(crate) mod cache;
+pub(crate) mod refresh;
+pub(crate) mod validate;

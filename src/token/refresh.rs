@@ -21,7 +21,7 @@ use crate::session::Session;
 
 /// Whether `s` should be refreshed at `now`: within [`refresh_threshold`] of its access
 /// token's expiry (by the gateway's own clock at receipt + `expires_in`), or after it.
-pub fn needs_refresh(s: &Session, now: u64, before: Duration) -> bool {
+pub(crate) fn needs_refresh(s: &Session, now: u64, before: Duration) -> bool {
     s.refresh_token.is_some()
         && now.saturating_add(refresh_threshold(s, before)) >= s.access_expires_at
 }
@@ -29,7 +29,7 @@ pub fn needs_refresh(s: &Session, now: u64, before: Duration) -> bool {
 /// How long before expiry a refresh starts: `before`, but at most half the token's
 /// lifetime, so that a token living no longer than `before` is not "due" the moment it
 /// arrives (which refreshed on every request).
-pub fn refresh_threshold(s: &Session, before: Duration) -> u64 {
+pub(crate) fn refresh_threshold(s: &Session, before: Duration) -> u64 {
     let before = before.as_secs();
     match s.access_expires_at.checked_sub(s.access_issued_at) {
         Some(lifetime) if s.access_issued_at > 0 => before.min(lifetime / 2),
@@ -50,7 +50,7 @@ pub enum RefreshOutcome {
 }
 
 /// The session after a successful refresh at `now`.
-pub fn apply(old: &Session, tokens: crate::oauth::TokenSet, now: u64) -> Session {
+pub(crate) fn apply(old: &Session, tokens: crate::oauth::TokenSet, now: u64) -> Session {
     Session {
         access_expires_at: now + tokens.expires_in.unwrap_or(3600),
         access_issued_at: now,
@@ -63,7 +63,7 @@ pub fn apply(old: &Session, tokens: crate::oauth::TokenSet, now: u64) -> Session
 }
 
 /// Backoff after `failures` consecutive transient failures: 1 s, 2 s, 4 s … 60 s.
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
@@ -98,7 +98,7 @@ pub trait RefreshCoordinator: Send + Sync {
 }
 
 /// The per-replica single-flight coordinator.
-pub struct Refresher {
+pub(crate) struct Refresher {
     outcomes: moka::future::Cache<[u8; 32], Arc<RefreshOutcome>>,
     failures: moka::sync::Cache<String, u32>,
 }
@@ -113,7 +113,7 @@ pub struct Attempt {
 }
 
 impl Refresher {
-    pub fn new(grace: Duration) -> Refresher {
+    pub(crate) fn new(grace: Duration) -> Refresher {
         Refresher {
             outcomes: moka::future::Cache::builder()
                 .max_capacity(1_000_000)
@@ -276,7 +276,7 @@ pub(crate) mod tests {
 
         /// A token endpoint that counts grants and answers each after `delay`, with
         /// `invalid_grant` for refresh tokens starting with `dead`.
-        pub struct TokenEndpoint {
+        pub(super) struct TokenEndpoint {
             pub grants: AtomicUsize,
             pub delay: std::time::Duration,
         }
@@ -309,7 +309,7 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn loopwise(delay_ms: u64) -> (LoopwiseClient, Arc<TokenEndpoint>) {
+        pub(super) fn loopwise(delay_ms: u64) -> (LoopwiseClient, Arc<TokenEndpoint>) {
             let http = Arc::new(TokenEndpoint {
                 grants: AtomicUsize::new(0),
                 delay: std::time::Duration::from_millis(delay_ms),
@@ -328,7 +328,7 @@ pub(crate) mod tests {
 
     /// What every refresh coordinator must do (`grace` as it was built with, ≥ 30 s);
     /// a coordinator shared by replicas runs it too.
-    pub async fn contract(coordinator: Arc<dyn RefreshCoordinator>) {
+    pub(crate) async fn contract(coordinator: Arc<dyn RefreshCoordinator>) {
         use std::sync::atomic::Ordering;
         let (loopwise, endpoint) = contract_support::loopwise(50);
         let loopwise = Arc::new(loopwise);

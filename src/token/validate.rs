@@ -11,16 +11,16 @@ use crate::oauth::{LoopwiseClient, LoopwiseError};
 use crate::session::Identity;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` in local mode.
-pub const LEEWAY_SECS: u64 = 5;
+pub(crate) const LEEWAY_SECS: u64 = 5;
 
 /// Longest Bearer token worth looking at. Loopwise's JWTs are a few hundred bytes; anything
 /// near a header's size is an attack or a mistake and must not reach the cache or Loopwise.
-pub const MAX_BEARER_LEN: usize = 4096;
+pub(crate) const MAX_BEARER_LEN: usize = 4096;
 
 /// Whether `token` is shaped like a JWT (three non-empty base64url segments joined by '.',
 /// at most [`MAX_BEARER_LEN`] bytes). Cheap and total, so it runs before the cache key is
 /// hashed or Loopwise is asked: junk never costs a validation or a cache entry.
-pub fn plausible(token: &str) -> bool {
+pub(crate) fn plausible(token: &str) -> bool {
     if token.len() > MAX_BEARER_LEN {
         return false;
     }
@@ -54,7 +54,7 @@ pub enum Verdict {
 }
 
 /// How tokens are validated.
-pub enum Mode {
+pub(crate) enum Mode {
     /// HS256 with the configured secret: no call to Loopwise. With `audience`, a token's
     /// `aud` must name it; without, any `aud` (or none) is accepted.
     Local {
@@ -68,7 +68,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(&self, loopwise: &LoopwiseClient) -> &'static str {
+    pub(crate) fn name(&self, loopwise: &LoopwiseClient) -> &'static str {
         match (self, loopwise.metadata()) {
             (Mode::Local { .. }, _) => "local_hs256",
             (Mode::Remote, None) => "pending",
@@ -163,7 +163,7 @@ fn check_claims(
 /// and every other algorithm fail); the claims are checked here against `now` — the
 /// gateway's clock, which tests move — rather than by jsonwebtoken against the system
 /// clock, and with rules it does not have (a string `iss`, `iat` not in the future).
-pub fn verify_local(
+pub(crate) fn verify_local(
     key: &DecodingKey,
     issuer: &str,
     audience: Option<&str>,
@@ -186,7 +186,7 @@ pub fn verify_local(
 
 /// `exp` and `scope` read from a JWT's payload *without* verifying it — only used after
 /// Loopwise itself has vouched for the token.
-pub fn unverified_claims(token: &str) -> (Option<u64>, Option<String>) {
+pub(crate) fn unverified_claims(token: &str) -> (Option<u64>, Option<String>) {
     let payload = token
         .split('.')
         .nth(1)
@@ -217,7 +217,7 @@ struct Introspection {
 
 /// Validates `token` with `mode`. `Err` only for transient failures (Loopwise
 /// unreachable): those are never cached as invalid.
-pub async fn validate(
+pub(crate) async fn validate(
     mode: &Mode,
     loopwise: &LoopwiseClient,
     token: &str,

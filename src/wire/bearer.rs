@@ -5,7 +5,7 @@ use http::HeaderMap;
 
 /// Why an `Authorization` header is not one usable Bearer credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadCredential {
+pub(crate) enum BadCredential {
     #[error("several Authorization fields")]
     Several,
     #[error("the Authorization field is not visible ASCII")]
@@ -17,7 +17,7 @@ pub enum BadCredential {
 }
 
 /// The client's Bearer token: `Ok(None)` without an `Authorization` header.
-pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, BadCredential> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, BadCredential> {
     let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(first) = all.next() else {
         return Ok(None);

@@ -93,7 +93,7 @@ impl Trusted {
 /// request (see `headers::to_remove`, `_` variants included) and set again from
 /// [`forwarding`]. The first five the gateway always sets; the rest
 /// ([`PROXY_ONLY_HEADERS`]) are passed on only from a trusted proxy.
-pub const FORWARDING_HEADERS: &[&str] = &[
+pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -124,11 +124,11 @@ pub const FORWARDING_HEADERS: &[&str] = &[
 
 /// The part of [`FORWARDING_HEADERS`] the gateway does not compute: a trusted proxy's
 /// copies are passed on, anyone else's dropped.
-pub const PROXY_ONLY_HEADERS: &[&str] = FORWARDING_HEADERS.split_at(5).1;
+pub(crate) const PROXY_ONLY_HEADERS: &[&str] = FORWARDING_HEADERS.split_at(5).1;
 
 /// What to set on the upstream request, after removing every [`FORWARDING_HEADERS`] name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forwarding {
+pub(crate) struct Forwarding {
     pub x_forwarded_for: Option<String>,
     pub x_forwarded_proto: String,
     pub x_forwarded_host: Option<String>,
@@ -141,7 +141,7 @@ pub struct Forwarding {
 
 impl Forwarding {
     /// Every `(name, value)` to append upstream.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(5 + self.passed.len());
         if let Some(v) = &self.x_forwarded_for {
             out.push(("x-forwarded-for", v.clone()));
@@ -170,7 +170,7 @@ impl Forwarding {
 /// ours; its `Forwarded` is extended with our element; its `X-Real-IP` is kept when it is
 /// one IP address, else the client address from [`Trusted::client_ip`]; its
 /// [`PROXY_ONLY_HEADERS`] are passed on. Values that are not visible ASCII are dropped.
-pub fn forwarding(
+pub(crate) fn forwarding(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
     trusted: &Trusted,

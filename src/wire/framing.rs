@@ -8,7 +8,7 @@ use http::HeaderMap;
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// Neither header: no body for a request; for a response, the body runs until the
     /// connection closes unless its status or the request method says there is none
     /// (the caller knows those).
@@ -19,7 +19,7 @@ pub enum Framing {
 
 /// Why a message's framing is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FramingError {
+pub(crate) enum FramingError {
     /// Several `Content-Length` fields, or a comma list in one (even if all agree).
     #[error("more than one Content-Length")]
     SeveralLengths,
@@ -34,13 +34,13 @@ pub enum FramingError {
 }
 
 /// The framing of a client request.
-pub fn request_framing(headers: &HeaderMap) -> Result<Framing, FramingError> {
+pub(crate) fn request_framing(headers: &HeaderMap) -> Result<Framing, FramingError> {
     framing(headers)
 }
 
 /// The framing of an upstream response: the same rules, so a confused upstream cannot
 /// desynchronise the client connection either.
-pub fn response_framing(headers: &HeaderMap) -> Result<Framing, FramingError> {
+pub(crate) fn response_framing(headers: &HeaderMap) -> Result<Framing, FramingError> {
     framing(headers)
 }
 
@@ -96,7 +96,7 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 /// Whether a raw HTTP/1 request head carries a `Content-Length` field. pingora drops
 /// `Content-Length` from the parsed header when `Transfer-Encoding` is present (RFC 9112
 /// §6.3), so a request that sent both can only be recognised in the bytes as received.
-pub fn raw_head_has_content_length(head: &[u8]) -> bool {
+pub(crate) fn raw_head_has_content_length(head: &[u8]) -> bool {
     const NAME: &[u8] = b"content-length:";
     head.split(|&b| b == b'\n')
         .skip(1)

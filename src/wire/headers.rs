@@ -6,7 +6,7 @@ use http::HeaderMap;
 use super::forwarded::FORWARDING_HEADERS;
 
 /// Headers the gateway sets from the session; a client's copies are always removed.
-pub const IDENTITY_HEADERS: &[&str] = &[
+pub(crate) const IDENTITY_HEADERS: &[&str] = &[
     "x-loopwise-user",
     "x-loopwise-email",
     "x-loopwise-name",
@@ -27,12 +27,12 @@ const IDENTITY_PREFIXES: &[&str] = &["x-loopwise-", "x-auth-request-", "x-webaut
 
 /// Headers that SSO-aware upstreams (Apache `REMOTE_USER`, Grafana, Gitea, Jenkins...)
 /// read as the signed-in user: a client could otherwise name itself.
-pub const SSO_IDENTITY_HEADERS: &[&str] =
+pub(crate) const SSO_IDENTITY_HEADERS: &[&str] =
     &["remote-user", "x-remote-user", "x-user", "x-webauth-user"];
 
 /// Headers some frameworks (IIS, Symfony, Zend) obey as the request's real path, which
 /// would bypass the policy decided on the path we route.
-pub const URL_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
+pub(crate) const URL_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
 
 /// Set by the gateway on every proxied request; a client's copies (`_` variants too) go.
 const GATEWAY_SET: &[&str] = &["x-request-id"];
@@ -52,7 +52,7 @@ const HOP_BY_HOP: &[&str] = &[
 const NEVER_NOMINATED: &[&str] = &["host", "content-length", "transfer-encoding", "upgrade"];
 
 /// Lower-case with `_` read as `-`, the way many upstream frameworks read header names.
-pub fn canonical(name: &str) -> String {
+pub(crate) fn canonical(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
@@ -77,7 +77,7 @@ fn is_client_forbidden(canon: &str) -> bool {
 /// as `-`. Compute `forwarded::forwarding` from the headers *before* removing these.
 /// `strip_authorization` also drops `Authorization`: on session routes the gateway's
 /// Bearer replaces it, on public ones unless the route passes it on.
-pub fn to_remove(headers: &HeaderMap, strip_authorization: bool) -> Vec<String> {
+pub(crate) fn to_remove(headers: &HeaderMap, strip_authorization: bool) -> Vec<String> {
     let nominated: Vec<String> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -103,7 +103,7 @@ pub fn to_remove(headers: &HeaderMap, strip_authorization: bool) -> Vec<String> 
 /// The client's `X-Request-Id` when there is exactly one and it is 1 to 128 of
 /// `[A-Za-z0-9._-]`; else `None` (the caller makes one). Anything wider lets a client
 /// forge log fields or smuggle separators into the upstream's logs.
-pub fn client_request_id(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn client_request_id(headers: &HeaderMap) -> Option<&str> {
     let mut all = headers.get_all("x-request-id").iter();
     let (Some(one), None) = (all.next(), all.next()) else {
         return None;
@@ -117,7 +117,7 @@ pub fn client_request_id(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether this request asks for a protocol upgrade (WebSocket); its `Connection: upgrade`
 /// and `Upgrade` must survive.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(http::header::UPGRADE)
         && headers
             .get_all(http::header::CONNECTION)
@@ -129,7 +129,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// The `Cookie` value to forward with the gateway's own cookies removed (`None`: drop
 /// the header). `is_ours` decides by cookie name.
-pub fn filtered_cookie(headers: &HeaderMap, is_ours: &dyn Fn(&str) -> bool) -> Option<String> {
+pub(crate) fn filtered_cookie(
+    headers: &HeaderMap,
+    is_ours: &dyn Fn(&str) -> bool,
+) -> Option<String> {
     let kept: Vec<&str> = headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -146,7 +149,7 @@ pub fn filtered_cookie(headers: &HeaderMap, is_ours: &dyn Fn(&str) -> bool) -> O
 }
 
 /// A header-safe rendering of a value from Loopwise: control characters removed.
-pub fn sanitize(v: &str) -> String {
+pub(crate) fn sanitize(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 

@@ -44,7 +44,7 @@ impl HostPattern {
         })
     }
 
-    /// Whether a normalised host (see [`normalize_host`]) matches.
+    /// Whether a normalised host (`Authority::host`, see [`parse_authority`]) matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Any => true,
@@ -69,7 +69,7 @@ impl HostPattern {
 /// A request's authority (`Host`, `:authority`, an absolute-form target or
 /// `X-Forwarded-Host`), validated and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authority {
+pub(crate) struct Authority {
     /// Lower-case, trailing dot removed, IPv6 in canonical form without brackets.
     pub host: String,
     pub port: Option<u16>,
@@ -77,7 +77,7 @@ pub struct Authority {
 
 impl Authority {
     /// `host[:port]` as forwarded upstream (IPv6 in brackets).
-    pub fn to_header(&self) -> String {
+    pub(crate) fn to_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -92,7 +92,7 @@ impl Authority {
 
 /// Why a request's authority is refused (each is a 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
+pub(crate) enum HostError {
     #[error("invalid host")]
     Invalid,
     #[error("more than one Host header")]
@@ -114,7 +114,7 @@ const MAX_AUTHORITY: usize = 255;
 /// Lenient parsing is what lets `a.edu,b.edu` or `admin.edu:abc` route one way here and
 /// another way upstream. A name whose last label looks numeric (`127.1`, `1.2.3.0x4`) but
 /// is not a dotted-quad IPv4 is refused too: resolvers and URL parsers read those as IPs.
-pub fn parse_authority(raw: &str) -> Result<Authority, HostError> {
+pub(crate) fn parse_authority(raw: &str) -> Result<Authority, HostError> {
     if raw.is_empty() || raw.len() > MAX_AUTHORITY || !raw.is_ascii() {
         return Err(HostError::Invalid);
     }
@@ -191,7 +191,7 @@ fn same_port(a: Option<u16>, b: Option<u16>) -> bool {
 /// port on one side equals the other side's port only when that is 80 or 443 (we do not
 /// know the scheme here, and either default is harmless). HTTP/1.1 with neither is
 /// [`HostError::Missing`]; HTTP/1.0 or HTTP/2 with neither is `Ok(None)`.
-pub fn request_authority(
+pub(crate) fn request_authority(
     host_fields: &[&[u8]],
     target_authority: Option<&str>,
     http11: bool,
@@ -217,15 +217,17 @@ pub fn request_authority(
 }
 
 /// The host of a `Host` header (or `:authority`): lower-cased, without port or trailing
-/// dot; `None` unless [`parse_authority`] accepts it.
-pub fn normalize_host(raw: &str) -> Option<String> {
+/// dot; `None` unless [`parse_authority`] accepts it (the tests' shorthand for
+/// `parse_authority(raw).host`).
+#[cfg(test)]
+pub(crate) fn normalize_host(raw: &str) -> Option<String> {
     parse_authority(raw).ok().map(|a| a.host)
 }
 
 /// The authority of an absolute-form request target (`GET http://host/x HTTP/1.1`), read
 /// from the raw request line: pingora keeps only the path of such a target, but it is
 /// what the request is addressed to (RFC 9112 §3.2.2). `None` for origin-form targets.
-pub fn absolute_form_authority(head: &[u8]) -> Option<&str> {
+pub(crate) fn absolute_form_authority(head: &[u8]) -> Option<&str> {
     let line = head.split(|&b| b == b'\n').next()?;
     let mut parts = line.split(|&b| b == b' ');
     let _method = parts.next()?;

@@ -2,9 +2,9 @@
 //! target's path, the authority, forwarding headers and header hygiene. No pingora, no
 //! session: each function decides from bytes or an `http::HeaderMap`.
 
-pub mod bearer;
-pub mod forwarded;
-pub mod framing;
-pub mod headers;
-pub mod host;
-pub mod path;
+pub(crate) mod bearer;
+pub(crate) mod forwarded;
+pub(crate) mod framing;
+pub(crate) mod headers;
+pub(crate) mod host;
+pub(crate) mod path;

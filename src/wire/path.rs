@@ -12,7 +12,7 @@
 
 /// Why a request path was refused; each message is fit for a 400 page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("the path does not start with '/'")]
     NotAbsolute,
     #[error("the path contains a malformed percent-escape")]
@@ -35,10 +35,6 @@ pub enum PathError {
     BadUtf8,
     #[error("a path segment ends in a dot or a space")]
     TrailingDotOrSpace,
-    /// Never returned by [`normalize`] (which reports `has_params`); for callers
-    /// whose route does not accept `;params`.
-    #[error("the path contains ';' parameters, which this address does not accept")]
-    PathParam,
     #[error("the path has ';' parameters on an empty, '.' or '..' segment")]
     ParamOnDotSegment,
 }
@@ -92,7 +88,7 @@ impl NormalPath {
 /// empty params (`/admin;/x`) count as params, since the `;` alone is what lenient
 /// servers strip. Params on an empty or dot name (`/;x`, `/.;x`, `/..;x`) are refused:
 /// Tomcat resolves `..;x` as `..`, which a gateway would not.
-pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
+pub(crate) fn normalize(raw: &str) -> Result<NormalPath, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -157,14 +153,14 @@ fn join<'a>(segments: impl Iterator<Item = &'a str>, trailing_slash: bool) -> St
 
 /// Whether `p` is already a normalised path without parameters (config values: route
 /// paths and rewrites must be written the way requests are matched).
-pub fn is_normalized(p: &str) -> bool {
+pub(crate) fn is_normalized(p: &str) -> bool {
     normalize(p).is_ok_and(|np| !np.has_params && np.path == p)
 }
 
 /// Splits an original request target such as nginx's `$request_uri` (forward-auth's
 /// `X-Forwarded-Uri`) into path and query. The fragment is cut first: it is never part
 /// of the path, so `/admin#/../public` is `/admin`, and a `?` after `#` starts no query.
-pub fn split_target(uri: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_target(uri: &str) -> (&str, Option<&str>) {
     let uri = uri.split_once('#').map_or(uri, |(before, _)| before);
     match uri.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -242,7 +238,7 @@ fn double_encoded(decoded: &str) -> bool {
 
 /// Whether `path` falls under the route or endpoint prefix `prefix`, segment-wise:
 /// `/app` covers `/app` and `/app/x` but not `/apple`; `/app/` covers `/app` too.
-pub fn under_prefix(path: &str, prefix: &str) -> bool {
+pub(crate) fn under_prefix(path: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return true;
     }
@@ -253,8 +249,10 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// `path` with the route prefix removed, keeping a leading slash (`strip_prefix`).
-pub fn strip(path: &str, prefix: &str) -> String {
+/// `path` with the route prefix removed, keeping a leading slash (`strip_prefix`): the
+/// plain-path model that [`NormalPath::strip_upstream`] follows, checked by the tests.
+#[cfg(test)]
+pub(crate) fn strip(path: &str, prefix: &str) -> String {
     let base = prefix.trim_end_matches('/');
     match path.strip_prefix(base) {
         Some(rest) if rest.starts_with('/') => rest.to_string(),
@@ -265,7 +263,9 @@ pub fn strip(path: &str, prefix: &str) -> String {
 
 /// `path` with the route prefix replaced by `replacement` (`rewrite`): with prefix
 /// `/old/` and replacement `/new/`, `/old/x` becomes `/new/x` and `/old` becomes `/new/`.
-pub fn rewrite(path: &str, prefix: &str, replacement: &str) -> String {
+/// The model of [`NormalPath::rewrite_upstream`], checked by the tests.
+#[cfg(test)]
+pub(crate) fn rewrite(path: &str, prefix: &str, replacement: &str) -> String {
     replace_prefix(&strip(path, prefix), replacement)
 }
 
@@ -473,7 +473,6 @@ mod tests {
             DoubleEncoded,
             BadUtf8,
             TrailingDotOrSpace,
-            PathParam,
             ParamOnDotSegment,
         ];
         let messages: std::collections::HashSet<String> =

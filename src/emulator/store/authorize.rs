@@ -11,7 +11,7 @@ use crate::random;
 
 /// A validated authorization request waiting for login and consent.
 #[derive(Debug, Clone)]
-pub struct AuthzRequest {
+pub(crate) struct AuthzRequest {
     pub id: String,
     pub client_id: String,
     pub client_name: String,
@@ -27,7 +27,7 @@ pub struct AuthzRequest {
 
 /// How a failed authorization request is reported (RFC 6749 §4.1.2.1).
 #[derive(Debug)]
-pub enum AuthorizeError {
+pub(crate) enum AuthorizeError {
     /// The client or redirect URI cannot be trusted: show a page, never redirect.
     Page(OAuthError),
     /// Anything else: redirect back to the client with `error` and `state`.
@@ -48,7 +48,7 @@ pub(super) struct CodeRecord {
 
 impl Store {
     /// Validates an authorization request (RFC 6749 §4.1.1 + RFC 7636 §4.3) and records it.
-    pub fn begin_authorize(
+    pub(crate) fn begin_authorize(
         &mut self,
         params: &Params,
         now: u64,
@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// The login form chose a demo user.
-    pub fn login(
+    pub(crate) fn login(
         &mut self,
         id: &str,
         csrf: &str,
@@ -174,7 +174,7 @@ impl Store {
 
     /// The consent form's decision; the request is used up either way.
     /// Returns where to send the browser.
-    pub fn decide(
+    pub(crate) fn decide(
         &mut self,
         id: &str,
         csrf: &str,
@@ -195,7 +195,7 @@ impl Store {
     }
 
     /// `--auto-approve`: log `sub` in and approve at once.
-    pub fn auto_approve(&mut self, req: &AuthzRequest, sub: &str, now: u64) -> String {
+    pub(crate) fn auto_approve(&mut self, req: &AuthzRequest, sub: &str, now: u64) -> String {
         self.requests.remove(&req.id);
         self.issue_code(req, sub, now)
     }
@@ -226,7 +226,7 @@ impl Store {
 }
 
 /// `uri` with `pairs` appended to its query, keeping any query it already has.
-pub fn append_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+pub(super) fn append_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     match url::Url::parse(uri) {
         Ok(mut u) => {
             {

@@ -11,7 +11,7 @@ use crate::oauth::scope;
 use crate::random;
 
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pub id: String,
     pub secret: Option<String>,
     pub name: String,
@@ -23,7 +23,7 @@ pub struct Client {
 
 impl Client {
     /// A pre-registered client (from `--client`) that may use every scope and grant.
-    pub fn preregistered(id: &str, secret: Option<&str>, redirect_uri: &str) -> Client {
+    pub(crate) fn preregistered(id: &str, secret: Option<&str>, redirect_uri: &str) -> Client {
         Client {
             id: id.to_string(),
             secret: secret.map(str::to_string),
@@ -40,7 +40,7 @@ impl Client {
 
 /// RFC 7591 registration request (unknown members are ignored, as §2 requires).
 #[derive(Debug, Deserialize)]
-pub struct RegistrationRequest {
+pub(crate) struct RegistrationRequest {
     pub client_name: Option<String>,
     pub redirect_uris: Option<Vec<String>>,
     pub grant_types: Option<Vec<String>>,
@@ -50,7 +50,7 @@ pub struct RegistrationRequest {
 }
 
 #[derive(Debug, Serialize)]
-pub struct RegistrationResponse {
+pub(crate) struct RegistrationResponse {
     pub client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
@@ -67,7 +67,7 @@ pub struct RegistrationResponse {
 
 impl Store {
     /// Adds a client; a second `--client` with the same id adds a redirect URI.
-    pub fn add_client(&mut self, client: Client) {
+    pub(crate) fn add_client(&mut self, client: Client) {
         match self.clients.get_mut(&client.id) {
             Some(existing) => {
                 for uri in client.redirect_uris {
@@ -83,13 +83,13 @@ impl Store {
     }
 
     #[cfg(test)]
-    pub fn client(&self, id: &str) -> Option<&Client> {
+    pub(crate) fn client(&self, id: &str) -> Option<&Client> {
         self.clients.get(id)
     }
 
     // ---- registration (RFC 7591) ----
 
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         req: RegistrationRequest,
         now: u64,
@@ -190,7 +190,7 @@ impl Store {
 
     /// Authenticates a client at the token and revocation endpoints
     /// (`none` or `client_secret_post`).
-    pub fn authenticate_client(&self, params: &Params) -> Result<&Client, OAuthError> {
+    pub(crate) fn authenticate_client(&self, params: &Params) -> Result<&Client, OAuthError> {
         let id = params
             .get("client_id")
             .ok_or_else(|| OAuthError::invalid_client("missing client_id"))?;
@@ -221,7 +221,10 @@ impl Store {
 
 /// Grants the requested scopes that the client may have (RFC 6749 §3.3 allows a subset);
 /// unknown scopes are an error, an empty request gets the client's default.
-pub fn grant_scopes(asked: Option<&str>, allowed: &[String]) -> Result<Vec<String>, OAuthError> {
+pub(crate) fn grant_scopes(
+    asked: Option<&str>,
+    allowed: &[String],
+) -> Result<Vec<String>, OAuthError> {
     let asked = match asked {
         None => return Ok(allowed.to_vec()),
         Some(s) => scope::split(s),

@@ -10,17 +10,18 @@ mod tokens;
 use std::collections::HashMap;
 
 use authorize::CodeRecord;
-pub use authorize::{AuthorizeError, AuthzRequest};
-pub use clients::{grant_scopes, Client, RegistrationRequest};
-pub use tokens::{AccessClaims, TokenInfo, TokenResponse};
+pub(super) use authorize::{AuthorizeError, AuthzRequest};
+pub(super) use clients::{grant_scopes, Client, RegistrationRequest};
+pub(crate) use tokens::TokenInfo;
+pub use tokens::{AccessClaims, TokenResponse};
 use tokens::{AccessRecord, Family, RefreshRecord};
 
 /// How long a login/consent page stays usable.
-pub const AUTHZ_REQUEST_TTL: u64 = 600;
+pub(super) const AUTHZ_REQUEST_TTL: u64 = 600;
 
 /// Fixed facts about the emulated school and its lifetimes.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(super) struct Settings {
     pub issuer: String,
     pub jwt_secret: Vec<u8>,
     pub access_token_ttl: u64,
@@ -31,12 +32,12 @@ pub struct Settings {
 
 /// Things that happened inside an operation, for the stats.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Effects {
+pub(super) struct Effects {
     pub families_revoked: u64,
     pub tokens_revoked: u64,
 }
 
-pub struct Store {
+pub(super) struct Store {
     settings: Settings,
     clients: HashMap<String, Client>,
     requests: HashMap<String, AuthzRequest>,
@@ -49,7 +50,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(settings: Settings) -> Store {
+    pub(super) fn new(settings: Settings) -> Store {
         Store {
             settings,
             clients: HashMap::new(),
@@ -63,7 +64,7 @@ impl Store {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub(super) fn settings(&self) -> &Settings {
         &self.settings
     }
 

@@ -60,7 +60,7 @@ pub struct AccessClaims {
 
 /// What a valid Bearer token stands for.
 #[derive(Debug, Clone)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     pub user: &'static DemoUser,
     pub scopes: Vec<String>,
     pub client_id: String,
@@ -68,7 +68,7 @@ pub struct TokenInfo {
 
 impl Store {
     /// `grant_type=authorization_code` for an already authenticated client.
-    pub fn exchange_code(
+    pub(crate) fn exchange_code(
         &mut self,
         client_id: &str,
         params: &Params,
@@ -143,7 +143,7 @@ impl Store {
     }
 
     /// `grant_type=refresh_token` with strict rotation.
-    pub fn refresh(
+    pub(crate) fn refresh(
         &mut self,
         client_id: &str,
         params: &Params,
@@ -263,7 +263,7 @@ impl Store {
 
     /// Revokes every grant of user `sub` (what a school admin does when removing an app's
     /// access). Returns how many grants were revoked.
-    pub fn revoke_user(&mut self, sub: &str) -> u64 {
+    pub(crate) fn revoke_user(&mut self, sub: &str) -> u64 {
         let ids: Vec<u64> = self
             .families
             .iter()
@@ -279,7 +279,7 @@ impl Store {
 
     /// Revokes `token` if it belongs to `client_id`; unknown tokens are ignored (§2.2).
     /// A refresh token takes its whole grant with it (§2.1).
-    pub fn revoke(&mut self, client_id: &str, token: &str, now: u64) -> Effects {
+    pub(crate) fn revoke(&mut self, client_id: &str, token: &str, now: u64) -> Effects {
         if let Some(r) = self.refresh.get(token) {
             let family = r.family;
             if self.families.get(&family).map(|f| f.client_id.as_str()) == Some(client_id) {
@@ -324,7 +324,11 @@ impl Store {
     }
 
     /// Validates a Bearer access token: signature, issuer, expiry, and revocation.
-    pub fn authenticate_bearer(&self, token: &str, now: u64) -> Result<TokenInfo, OAuthError> {
+    pub(crate) fn authenticate_bearer(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<TokenInfo, OAuthError> {
         let claims = self.decode(token, now)?;
         let record = self
             .access
