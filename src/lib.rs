@@ -25,6 +25,7 @@ pub mod oauth;
 mod policy;
 mod proxy;
 pub mod random;
+mod replicas;
 mod routes;
 mod runtime;
 mod secret;

@@ -33,6 +33,9 @@ pub struct Metrics {
     /// Connections closed because a request header did not arrive within
     /// `server.header_timeout`.
     pub header_timeouts: IntCounter,
+    /// Commands sent to `[redis]`, by command and result (`ok`, `error`, `timeout`).
+    pub redis_commands: IntCounterVec,
+    pub redis_duration: HistogramVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -195,6 +198,18 @@ impl Metrics {
                 &r,
                 "header_timeouts_total",
                 "Connections closed because a request header took longer than server.header_timeout.",
+            ),
+            redis_commands: counter(
+                &r,
+                "redis_commands_total",
+                "Commands sent to Redis, by command and result (ok, error, timeout).",
+                &["command", "result"],
+            ),
+            redis_duration: histogram(
+                &r,
+                "redis_command_duration_seconds",
+                "Latency of Redis commands, by command.",
+                &["command"],
             ),
             registry: r,
         };

@@ -29,6 +29,8 @@ mod open_redirects;
 mod ops;
 #[path = "reload.rs"]
 mod reload;
+#[path = "replicas.rs"]
+mod replicas;
 #[path = "routing.rs"]
 mod routing;
 #[path = "tokens.rs"]

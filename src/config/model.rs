@@ -187,5 +187,22 @@ pub struct Config {
     pub loopwise: LoopwiseConfig,
     pub session: SessionConfig,
     pub cache: CacheConfig,
+    /// `[redis]`, when replicas share state.
+    pub redis: Option<RedisConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[redis]`: a standalone Redis (or Valkey) server shared by the replicas.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS); user and password may be in it.
+    pub url: String,
+    /// Overrides a password in the URL.
+    pub password: Option<Secret>,
+    /// CA bundle (PEM) that verifies a `rediss://` server instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Prepended to every key, so one Redis can serve several gateways.
+    pub key_prefix: String,
+    /// Per command: a slower answer counts as Redis being unavailable.
+    pub timeout: Duration,
 }

@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub session: RawSession,
     #[serde(default)]
     pub cache: RawCache,
+    pub redis: Option<RawRedis>,
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
@@ -121,4 +122,14 @@ pub(super) struct RawRoute {
     pub allow_path_params: Option<bool>,
     pub case_insensitive: Option<bool>,
     pub pass_authorization: Option<bool>,
+}
+
+/// `[redis]`: the store replicas share.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRedis {
+    pub url: Option<String>,
+    pub password: Option<SecretSource>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
 }

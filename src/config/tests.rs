@@ -439,3 +439,59 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn redis_is_optional_and_validated_key_by_key() {
+    assert!(parse_str(MINIMAL).unwrap().redis.is_none());
+    let with = |table: &str| format!("{MINIMAL}\n[redis]\n{table}\n");
+    let c = parse_str(&with("url = \"redis://10.0.0.5:6379/2\"")).unwrap();
+    let r = c.redis.unwrap();
+    assert_eq!(r.url, "redis://10.0.0.5:6379/2");
+    assert_eq!(r.key_prefix, "loopgate:");
+    assert_eq!(r.timeout, Duration::from_millis(500));
+    assert!(r.password.is_none() && r.ca_file.is_none());
+    let c = parse_str(&with(
+        "url = \"rediss://redis.internal\"\npassword = { env = \"LG_SECRET\" }\nkey_prefix = \"gw1:\"\ntimeout = \"2s\"",
+    ))
+    .unwrap();
+    let r = c.redis.unwrap();
+    assert_eq!(r.password.unwrap().expose(), SECRET);
+    assert_eq!(
+        (r.key_prefix.as_str(), r.timeout),
+        ("gw1:", Duration::from_secs(2))
+    );
+
+    for (table, key) in [
+        ("key_prefix = \"x\"", "redis.url"),
+        ("url = \"http://redis:6379\"", "redis.url"),
+        ("url = \"redis://h/abc\"", "redis.url"),
+        (
+            "url = \"redis://h\"\nca_file = \"/nonexistent.pem\"",
+            "redis.ca_file",
+        ),
+        (
+            "url = \"redis://h\"\npassword = { env = \"UNSET\" }",
+            "redis.password",
+        ),
+        ("url = \"redis://h\"\ntimeout = \"soon\"", "redis.timeout"),
+        (
+            "url = \"redis://h\"\nkey_prefix = \"a b\"",
+            "redis.key_prefix",
+        ),
+        (
+            "url = \"redis://h\"\ncluster = [\"redis://a\"]",
+            "redis.cluster",
+        ),
+    ] {
+        let e = parse_str(&with(table)).unwrap_err();
+        assert!(e.has(key), "{table}: {e}");
+    }
+    // A password in a bad url is not repeated in the error.
+    let e = parse_str(&with("url = \"ftp://user:hunter2@h\"")).unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = parse_str(&with("url = \"redis://user:hunter2@[::1\"")).unwrap_err();
+    assert!(
+        e.has("redis.url") && !e.to_string().contains("hunter2"),
+        "{e}"
+    );
+}

@@ -48,6 +48,13 @@ impl Shared {
         }
     }
 
+    /// The same, with login states made single-use by `replay` (e.g. one shared by the
+    /// replicas through Redis).
+    pub(crate) fn with_replay(mut self, replay: Arc<dyn ReplayGuard>) -> Shared {
+        self.replay = replay;
+        self
+    }
+
     /// Records where the admin listener serves (tests and logs read it back).
     pub fn set_admin_addr(&self, addr: SocketAddr) {
         let _ = self.admin_addr.set(addr);

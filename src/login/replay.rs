@@ -25,6 +25,9 @@ pub trait ReplayGuard: Send + Sync {
     /// one, however many callbacks race.
     async fn first_use(&self, fingerprint: &[u8; 32], now: u64) -> Result<bool, GuardError>;
 
+    /// Whether the guard can be asked now; `/readyz` reports it (logins fail without).
+    async fn health(&self) -> Result<(), GuardError>;
+
     /// Short name for logs and readiness (`local`, `redis`).
     fn kind(&self) -> &'static str;
 }
@@ -52,6 +55,10 @@ impl ReplayGuard for LocalReplayGuard {
         // One atomic insert-if-absent: a check followed by an insert let two racing
         // callbacks with one state both through.
         Ok(self.used.entry(*fingerprint).or_insert(()).is_fresh())
+    }
+
+    async fn health(&self) -> Result<(), GuardError> {
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -85,6 +92,8 @@ pub(crate) mod tests {
             wins += usize::from(won.unwrap());
         }
         assert_eq!(wins, 1, "exactly one of 32 racing uses is the first");
+        guard.health().await.unwrap();
+        assert!(!guard.kind().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

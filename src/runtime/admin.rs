@@ -28,6 +28,12 @@ pub(crate) async fn readiness(generation: &Generation) -> Vec<String> {
     if let Err(e) = gw.shared.store.health().await {
         reasons.push(format!("session store: unreachable ({e})"));
     }
+    if let Err(e) = gw.shared.replay.health().await {
+        reasons.push(format!(
+            "login replay guard ({}): unreachable ({e})",
+            gw.shared.replay.kind()
+        ));
+    }
     for route in gw.routes.iter() {
         if let Some(pool) = generation.pools.of(route) {
             if !pool.backends().iter().any(|(_, healthy)| *healthy) {

@@ -36,6 +36,8 @@ pub enum StartError {
     Runtime(#[source] std::io::Error),
     #[error("the gateway thread stopped during start-up")]
     ThreadStopped,
+    #[error("{0}")]
+    Redis(#[from] crate::replicas::RedisSetupError),
     #[error("the gateway did not start listening on {0} within 10s")]
     NotListening(SocketAddr),
     #[error("server.tls: {0}")]
@@ -79,7 +81,13 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
     let loopwise = loopwise_client_or_pending(&config, metrics.clone()).await?;
     let pools = Pools::build(&config.routes).await?;
     let routes = RouteTable::new(&config.routes);
-    let shared = Arc::new(Shared::local(metrics, config.session.refresh_grace));
+    let mut shared = Shared::local(metrics.clone(), config.session.refresh_grace);
+    if let Some(rc) = &config.redis {
+        let redis = crate::replicas::Redis::new(rc, metrics)?;
+        shared = shared.with_replay(Arc::new(crate::replicas::RedisReplayGuard::new(redis)));
+        tracing::info!(key_prefix = %rc.key_prefix, "login states are single-use across replicas (redis)");
+    }
+    let shared = Arc::new(shared);
     shared.set_admin_addr(config.server.admin_listen);
     let gateway = Gateway::new(shared, Arc::new(config), routes, loopwise);
     Ok(Generation {

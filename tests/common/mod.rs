@@ -4,6 +4,7 @@
 
 pub mod gw;
 pub mod raw;
+pub mod redis;
 
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;

@@ -2,6 +2,7 @@
 //! each in its own file, all collecting their problems with the key path.
 
 mod loopwise;
+mod redis;
 mod routes;
 mod server;
 mod session;
@@ -81,6 +82,7 @@ impl Validator<'_> {
         let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
         let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
         let cache = self.cache(raw.cache);
+        let redis = raw.redis.and_then(|r| self.redis(r));
         let format = match raw.log.format.as_deref().unwrap_or("text").parse() {
             Ok(f) => f,
             Err(e) => {
@@ -102,6 +104,7 @@ impl Validator<'_> {
             loopwise: loopwise?,
             session: session?,
             cache,
+            redis,
             routes,
         })
     }

@@ -1,0 +1,11 @@
+//! State shared by gateway replicas, on `[redis]`: the implementations of the seams the
+//! gateway decides through (`login::replay::ReplayGuard` today) on a real Redis or Valkey
+//! server, so a login state used on one replica is used on all.
+
+mod conn;
+mod replay;
+#[cfg(test)]
+mod test_server;
+
+pub(crate) use conn::{Redis, RedisSetupError};
+pub(crate) use replay::RedisReplayGuard;
