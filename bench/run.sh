@@ -39,7 +39,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-RUST_LOG=warn target/release/examples/bench_stack --env "$tmp/env" 2>"$tmp/stack.log" &
+RUST_LOG=warn "${CARGO_TARGET_DIR:-target}"/release/examples/bench_stack --env "$tmp/env" 2>"$tmp/stack.log" &
 stack_pid=$!
 for _ in $(seq 1 300); do
   [ -s "$tmp/env" ] && break

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub header_timeouts: IntCounter,
     /// Commands sent to `[redis]`, by command and result (`ok`, `error`, `timeout`).
     pub redis_commands: IntCounterVec,
+    /// Cross-replica refresh coordination: `leader` (this replica spent the token),
+    /// `remote` (served another replica's outcome), `lease_wait`, `fallback` (Redis down).
+    pub refresh_shared: IntCounterVec,
     pub redis_duration: HistogramVec,
 }
 
@@ -204,6 +207,12 @@ impl Metrics {
                 "redis_commands_total",
                 "Commands sent to Redis, by command and result (ok, error, timeout).",
                 &["command", "result"],
+            ),
+            refresh_shared: counter(
+                &r,
+                "refresh_shared_total",
+                "Cross-replica refresh coordination, by event (leader, remote, lease_wait, fallback).",
+                &["event"],
             ),
             redis_duration: histogram(
                 &r,

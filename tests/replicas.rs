@@ -80,3 +80,75 @@ async fn readyz_names_redis_when_it_is_down() {
         "{body}"
     );
 }
+
+/// 50 requests of one session at its token's expiry, alternating between `replicas`
+/// gateways sharing Redis: every one served with the same new token, one grant.
+async fn storm_across(replicas: usize) {
+    let redis = RedisServer::start().await;
+    let rig = rig_with(
+        |e| e.access_token_ttl = std::time::Duration::from_secs(120),
+        |s| s.extra = redis.toml("lg-storm:"),
+    )
+    .await;
+    let mut others = Vec::new();
+    for _ in 1..replicas {
+        others.push(replica_of(&rig).await);
+    }
+    let mut b = Browser::new(&rig.url(""));
+    b.login("/", rig.em.url(), "ada").await;
+    let cookie = b.jar.header_for("/");
+    // Fully expired by every replica's clock.
+    rig.gw.gateway().shared.clock.advance(120);
+    for (gw, _) in &others {
+        gw.gateway().shared.clock.advance(120);
+    }
+    let ports: Vec<u16> = std::iter::once(rig.setup.port)
+        .chain(others.iter().map(|(_, p)| *p))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let url = format!("http://127.0.0.1:{}/xhr/{i}", ports[i % ports.len()]);
+        let cookie = cookie.clone();
+        tasks.spawn(async move {
+            let r = crate::common::http()
+                .get(url)
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, echoed(&body, "authorization").map(str::to_string))
+        });
+    }
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(res) = tasks.join_next().await {
+        let (status, bearer) = res.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        tokens.insert(bearer.expect("a Bearer upstream"));
+    }
+    assert_eq!(
+        tokens.len(),
+        1,
+        "all 50 went upstream with the same new token"
+    );
+    let stats = rig.em.stats();
+    assert_eq!(
+        stats.grant("refresh_token", "ok"),
+        1,
+        "{replicas} replicas: one grant"
+    );
+    assert_eq!(stats.grant("refresh_token", "invalid_grant"), 0);
+    assert_eq!(stats.event("family_revoked"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_over_two_replicas_spends_the_token_once() {
+    storm_across(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_over_three_replicas_spends_the_token_once() {
+    storm_across(3).await;
+}

@@ -55,6 +55,12 @@ impl Shared {
         self
     }
 
+    /// The same, with refreshes coordinated by `refresh` (e.g. across the replicas).
+    pub(crate) fn with_refresh(mut self, refresh: Arc<dyn RefreshCoordinator>) -> Shared {
+        self.refresh = refresh;
+        self
+    }
+
     /// Records where the admin listener serves (tests and logs read it back).
     pub fn set_admin_addr(&self, addr: SocketAddr) {
         let _ = self.admin_addr.set(addr);

@@ -1,11 +1,13 @@
 //! State shared by gateway replicas, on `[redis]`: the implementations of the seams the
-//! gateway decides through (`login::replay::ReplayGuard` today) on a real Redis or Valkey
+//! gateway decides through (`login::replay::ReplayGuard`, `token::refresh::RefreshCoordinator`) on a real Redis or Valkey
 //! server, so a login state used on one replica is used on all.
 
 mod conn;
+mod refresh;
 mod replay;
 #[cfg(test)]
 mod test_server;
 
-pub(crate) use conn::{Redis, RedisSetupError};
+pub(crate) use conn::{Redis, RedisError, RedisSetupError};
+pub(crate) use refresh::RedisRefresher;
 pub(crate) use replay::RedisReplayGuard;

@@ -83,9 +83,18 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
     let routes = RouteTable::new(&config.routes);
     let mut shared = Shared::local(metrics.clone(), config.session.refresh_grace);
     if let Some(rc) = &config.redis {
-        let redis = crate::replicas::Redis::new(rc, metrics)?;
-        shared = shared.with_replay(Arc::new(crate::replicas::RedisReplayGuard::new(redis)));
-        tracing::info!(key_prefix = %rc.key_prefix, "login states are single-use across replicas (redis)");
+        let redis = crate::replicas::Redis::new(rc, metrics.clone())?;
+        shared = shared
+            .with_replay(Arc::new(crate::replicas::RedisReplayGuard::new(
+                redis.clone(),
+            )))
+            .with_refresh(Arc::new(crate::replicas::RedisRefresher::new(
+                redis,
+                config.session.refresh_grace,
+                config.loopwise.timeout,
+                metrics,
+            )));
+        tracing::info!(key_prefix = %rc.key_prefix, "login states and refreshes are coordinated across replicas (redis)");
     }
     let shared = Arc::new(shared);
     shared.set_admin_addr(config.server.admin_listen);

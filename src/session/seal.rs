@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 pub enum Purpose {
     SessionCookie,
     LoginState,
+    /// A refresh outcome shared through Redis, sealed under the refresh token it answers
+    /// (only a holder of that token can open it).
+    RefreshOutcome,
 }
 
 impl Purpose {
@@ -25,6 +28,7 @@ impl Purpose {
         match self {
             Purpose::SessionCookie => b"loopgate session cookie v1",
             Purpose::LoginState => b"loopgate login state v1",
+            Purpose::RefreshOutcome => b"loopgate refresh outcome v1",
         }
     }
 }

@@ -108,7 +108,7 @@ pub(crate) struct Refresher {
 pub struct Attempt {
     pub outcome: Arc<RefreshOutcome>,
     /// True for the one request whose call reached Loopwise; false when it was served
-    /// from the in-flight or remembered result.
+    /// from the in-flight or remembered result (of this replica or another).
     pub performed: bool,
 }
 
@@ -135,6 +135,59 @@ impl Refresher {
     }
 }
 
+impl Refresher {
+    /// Coalesces this replica's requests for `session`'s refresh onto one `perform`:
+    /// the first request runs it, every other (in flight, or within the grace) gets its
+    /// outcome. `perform` also says whether it called Loopwise itself (an outcome can
+    /// come from elsewhere, e.g. another replica).
+    pub(crate) async fn coalesce(
+        &self,
+        session: &Session,
+        perform: impl std::future::Future<Output = (RefreshOutcome, bool)> + Send,
+    ) -> Attempt {
+        let called = std::sync::atomic::AtomicBool::new(false);
+        let entry = self
+            .outcomes
+            .entry(Self::key(session))
+            .or_insert_with(async {
+                let (outcome, c) = perform.await;
+                called.store(c, std::sync::atomic::Ordering::Relaxed);
+                Arc::new(outcome)
+            })
+            .await;
+        Attempt {
+            performed: entry.is_fresh() && called.load(std::sync::atomic::Ordering::Relaxed),
+            outcome: entry.into_value(),
+        }
+    }
+
+    /// Spends `session`'s refresh token at Loopwise, once; transient failures back off
+    /// per session.
+    pub(crate) async fn call(
+        &self,
+        loopwise: &LoopwiseClient,
+        session: &Session,
+        now: u64,
+    ) -> RefreshOutcome {
+        let rt = session.refresh_token.as_deref().unwrap_or("");
+        match loopwise.refresh(rt).await {
+            Ok(tokens) => {
+                self.failures.invalidate(&session.sid);
+                RefreshOutcome::Refreshed(Box::new(apply(session, tokens, now)))
+            }
+            Err(e) if e.is_fatal() => RefreshOutcome::Ended,
+            Err(e) => {
+                let n = self.failures.get(&session.sid).unwrap_or(0) + 1;
+                self.failures.insert(session.sid.clone(), n);
+                log_transient(&e, n);
+                RefreshOutcome::Unavailable {
+                    backoff: backoff(n),
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl RefreshCoordinator for Refresher {
     fn kind(&self) -> &'static str {
@@ -142,34 +195,10 @@ impl RefreshCoordinator for Refresher {
     }
 
     async fn refresh(&self, loopwise: &LoopwiseClient, session: &Session, now: u64) -> Attempt {
-        let key = Self::key(session);
-        let entry = self
-            .outcomes
-            .entry(key)
-            .or_insert_with(async {
-                let rt = session.refresh_token.as_deref().unwrap_or("");
-                let outcome = match loopwise.refresh(rt).await {
-                    Ok(tokens) => {
-                        self.failures.invalidate(&session.sid);
-                        RefreshOutcome::Refreshed(Box::new(apply(session, tokens, now)))
-                    }
-                    Err(e) if e.is_fatal() => RefreshOutcome::Ended,
-                    Err(e) => {
-                        let n = self.failures.get(&session.sid).unwrap_or(0) + 1;
-                        self.failures.insert(session.sid.clone(), n);
-                        log_transient(&e, n);
-                        RefreshOutcome::Unavailable {
-                            backoff: backoff(n),
-                        }
-                    }
-                };
-                Arc::new(outcome)
-            })
-            .await;
-        Attempt {
-            performed: entry.is_fresh(),
-            outcome: entry.into_value(),
-        }
+        self.coalesce(session, async {
+            (self.call(loopwise, session, now).await, true)
+        })
+        .await
     }
 }
 
@@ -264,7 +293,7 @@ pub(crate) mod tests {
         assert_ne!(Refresher::key(&old), Refresher::key(&new));
     }
 
-    mod contract_support {
+    pub(crate) mod contract_support {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
 
@@ -276,9 +305,9 @@ pub(crate) mod tests {
 
         /// A token endpoint that counts grants and answers each after `delay`, with
         /// `invalid_grant` for refresh tokens starting with `dead`.
-        pub(super) struct TokenEndpoint {
-            pub grants: AtomicUsize,
-            pub delay: std::time::Duration,
+        pub(crate) struct TokenEndpoint {
+            pub(crate) grants: AtomicUsize,
+            pub(crate) delay: std::time::Duration,
         }
 
         #[async_trait]
@@ -309,7 +338,7 @@ pub(crate) mod tests {
             }
         }
 
-        pub(super) fn loopwise(delay_ms: u64) -> (LoopwiseClient, Arc<TokenEndpoint>) {
+        pub(crate) fn loopwise(delay_ms: u64) -> (LoopwiseClient, Arc<TokenEndpoint>) {
             let http = Arc::new(TokenEndpoint {
                 grants: AtomicUsize::new(0),
                 delay: std::time::Duration::from_millis(delay_ms),
