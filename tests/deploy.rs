@@ -126,6 +126,12 @@ tests:
         values: '0+60x40'
       - series: 'loopgate_config_reloads_total{result="ok",job="loopgate",instance="gw:9090"}'
         values: '0 0 0 1 1 1 2x34'
+      - series: 'loopgate_redis_commands_total{command="set_nx",result="ok",job="loopgate",instance="gw:9090"}'
+        values: '0+60x40'
+      - series: 'loopgate_redis_commands_total{command="set_nx",result="timeout",job="loopgate",instance="gw:9090"}'
+        values: '0+1x40'
+      - series: 'loopgate_refresh_shared_total{event="lease_wait",job="loopgate",instance="gw:9090"}'
+        values: '0+5x40'
     alert_rule_test:
       - {eval_time: 30m, alertname: LoopgateDown, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopgateHigh5xxRatio, exp_alerts: []}
@@ -136,6 +142,34 @@ tests:
       - {eval_time: 30m, alertname: LoopwiseErrors, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopwiseSlow, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopgateConfigReloadFailed, exp_alerts: []}
+      - {eval_time: 30m, alertname: LoopgateRedisUnavailable, exp_alerts: []}
+      - {eval_time: 30m, alertname: LoopgateRefreshLeaseContention, exp_alerts: []}
+
+  # Redis stops answering: most commands time out.
+  - interval: 1m
+    input_series:
+      - series: 'loopgate_redis_commands_total{command="set_nx",result="ok",job="loopgate",instance="gw:9090"}'
+        values: '0+60x5 300x20'
+      - series: 'loopgate_redis_commands_total{command="set_nx",result="timeout",job="loopgate",instance="gw:9090"}'
+        values: '0x5 0+30x20'
+    alert_rule_test:
+      - {eval_time: 5m, alertname: LoopgateRedisUnavailable, exp_alerts: []}
+      - eval_time: 15m
+        alertname: LoopgateRedisUnavailable
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: "gw:9090"}
+
+  # Sustained waits on other replicas' refresh leases.
+  - interval: 1m
+    input_series:
+      - series: 'loopgate_refresh_shared_total{event="lease_wait",job="loopgate",instance="gw:9090"}'
+        values: '0+120x40'
+    alert_rule_test:
+      - {eval_time: 5m, alertname: LoopgateRefreshLeaseContention, exp_alerts: []}
+      - eval_time: 30m
+        alertname: LoopgateRefreshLeaseContention
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: "gw:9090"}
 
   # The gateway stops answering scrapes.
   - interval: 1m
@@ -402,13 +436,16 @@ fn exported(scrape: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_use_only_metrics_the_gateway_exports() {
-    // A route whose only backend refuses connections, for the upstream error series.
+    // A route whose only backend refuses connections, for the upstream error series,
+    // and a Redis, for the replica series (Redis commands, shared refreshes).
     let dead = free_port();
+    let redis = crate::common::redis::RedisServer::start().await;
     let rig = rig_with(
         |e| e.access_token_ttl = Duration::from_secs(120),
         |s| {
             s.extra = format!(
-                "\n[[routes]]\nname = \"down\"\npath = \"/down\"\nupstream = \"http://127.0.0.1:{dead}\"\nauth = \"public\"\n"
+                "\n[[routes]]\nname = \"down\"\npath = \"/down\"\nupstream = \"http://127.0.0.1:{dead}\"\nauth = \"public\"\n{}",
+                redis.toml("lg-deploy:")
             )
         },
     )

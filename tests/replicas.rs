@@ -152,3 +152,127 @@ async fn a_refresh_storm_over_two_replicas_spends_the_token_once() {
 async fn a_refresh_storm_over_three_replicas_spends_the_token_once() {
     storm_across(3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_test_ca_and_an_acl_user() {
+    let pki = test_pki();
+    let tls = RedisServer::start_tls(&pki, "gateway", "s3cret-pw").await;
+    let table = |password: &str| {
+        format!(
+            "\n[redis]\nurl = \"rediss://gateway@127.0.0.1:{}/0\"\npassword = \"{password}\"\nca_file = \"{}\"\nkey_prefix = \"lg-tls:\"\n",
+            tls.server.port,
+            tls.ca_file.display()
+        )
+    };
+    let rig = rig_with(|_| {}, |s| s.extra = table("s3cret-pw")).await;
+    let ready = format!("http://127.0.0.1:{}/readyz", rig.setup.admin_port);
+    let r = crate::common::http().get(&ready).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    // A login goes through the TLS connection (its state is marked used there).
+    let mut b = Browser::new(&rig.url(""));
+    let done = b.login("/", rig.em.url(), "ada").await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert!(b.jar.get(SESSION).is_some());
+
+    // The wrong password: not ready, and named.
+    let wrong = rig_with(|_| {}, |s| s.extra = table("not-it")).await;
+    let ready = format!("http://127.0.0.1:{}/readyz", wrong.setup.admin_port);
+    let r = crate::common::http().get(&ready).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("(redis): unreachable"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_not_a_logout_and_recovers_without_a_restart() {
+    let mut redis = RedisServer::start().await;
+    let rig = rig_with(|_| {}, |s| s.extra = redis.toml("lg-outage:")).await;
+    let (b_gw, b_port) = replica_of(&rig).await;
+    let mut user = Browser::new(&rig.url(""));
+    user.login("/", rig.em.url(), "ada").await;
+    let cookie = user.jar.header_for("/");
+    let get = |port: u16, i: usize| {
+        let cookie = cookie.clone();
+        async move {
+            crate::common::http()
+                .get(format!("http://127.0.0.1:{port}/steady/{i}"))
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let ports = [rig.setup.port, b_port];
+    redis.stop();
+    // A steady loop over both replicas while Redis is gone: nothing fails.
+    let mut failed = 0;
+    for i in 0..40 {
+        if get(ports[i % 2], i).await != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "sessions with valid tokens keep working");
+    // A new login cannot be made single-use now: a clear 503, not a 500.
+    let mut newcomer = Browser::new(&format!("http://127.0.0.1:{b_port}"));
+    let start = newcomer.navigate("/").await;
+    let callback = newcomer
+        .through_loopwise(&start.location(), rig.em.url(), "grace")
+        .await;
+    let path = callback
+        .strip_prefix(&rig.setup.public_url)
+        .unwrap_or(&callback);
+    let r = newcomer.navigate(path).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let ready = format!("http://127.0.0.1:{}/readyz", rig.setup.admin_port);
+    let down = crate::common::http().get(&ready).send().await.unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Redis back (empty): both replicas use it again by themselves.
+    redis.restart().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = crate::common::http().get(&ready).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery");
+    }
+    let mut again = Browser::new(&format!("http://127.0.0.1:{b_port}"));
+    let done = again.login("/", rig.em.url(), "grace").await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert!(again.jar.get(SESSION).is_some());
+    for i in 0..4 {
+        assert_eq!(get(ports[i % 2], i).await, StatusCode::OK);
+    }
+    drop(b_gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_at_most_its_timeout() {
+    let redis = RedisServer::start().await;
+    let rig = rig_with(|_| {}, |s| s.extra = redis.toml("lg-hung:")).await;
+    let mut user = Browser::new(&rig.url(""));
+    user.login("/", rig.em.url(), "ada").await;
+    redis.signal("STOP");
+    for i in 0..10 {
+        let r = user.xhr(&format!("/hung/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "sessions do not wait for Redis");
+    }
+    let mut newcomer = Browser::new(&rig.url(""));
+    let start = newcomer.navigate("/").await;
+    let callback = newcomer
+        .through_loopwise(&start.location(), rig.em.url(), "grace")
+        .await;
+    let path = callback
+        .strip_prefix(&rig.setup.public_url)
+        .unwrap_or(&callback);
+    let started = std::time::Instant::now();
+    let r = newcomer.navigate(path).await;
+    let took = started.elapsed();
+    redis.signal("CONT");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    // redis.timeout is 500 ms by default; allow for a slow machine, not for a hang.
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}
