@@ -217,7 +217,8 @@ impl Gateway {
         };
         self.shared
             .revoked
-            .revoke(&session.sid, session.expires_at, now);
+            .end(&session.sid, session.expires_at, now)
+            .await;
         if let Err(e) = self.shared.store.remove(&payload).await {
             tracing::warn!(error = %e, "sign-out could not remove the session from the store");
         }
@@ -240,8 +241,8 @@ impl Gateway {
         match self.shared.store.load(&payload, now).await {
             // A session of a school this gateway does not serve is no session here.
             Ok(Some(s))
-                if !self.shared.revoked.is_revoked(&s.sid, now)
-                    && self.schools.get(&s.issuer_id).is_some() =>
+                if self.schools.get(&s.issuer_id).is_some()
+                    && !self.shared.revoked.is_ended(&s.sid, now).await =>
             {
                 Found::Session(Box::new(s), payload)
             }

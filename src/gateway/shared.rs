@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use super::Clock;
 use crate::login::replay::{LocalReplayGuard, ReplayGuard};
 use crate::metrics::Metrics;
-use crate::session::{CookieStore, Revocations, SessionStore};
+use crate::session::{CookieStore, EndedSessions, Revocations, SessionStore};
 use crate::token::refresh::{RefreshCoordinator, Refresher};
 
 /// Process-wide state: one per process, shared by every generation of the gateway.
@@ -26,7 +26,7 @@ pub struct Shared {
     /// Login states already used (single use survives a reload).
     pub replay: Arc<dyn ReplayGuard>,
     /// Sessions ended by sign-out before their lifetime.
-    pub revoked: Revocations,
+    pub revoked: Arc<dyn EndedSessions>,
     /// The admin listener, bound at start-up.
     admin_addr: OnceLock<SocketAddr>,
 }
@@ -43,7 +43,7 @@ impl Shared {
             store: Arc::new(CookieStore),
             refresh: Arc::new(Refresher::new(refresh_grace)),
             replay: Arc::new(LocalReplayGuard::default()),
-            revoked: Revocations::default(),
+            revoked: Arc::new(Revocations::default()),
             admin_addr: OnceLock::new(),
         }
     }
@@ -58,6 +58,12 @@ impl Shared {
     /// The same, with refreshes coordinated by `refresh` (e.g. across the replicas).
     pub(crate) fn with_refresh(mut self, refresh: Arc<dyn RefreshCoordinator>) -> Shared {
         self.refresh = refresh;
+        self
+    }
+
+    /// The same, with ended sessions recorded in `ended` (e.g. one shared by replicas).
+    pub(crate) fn with_ended(mut self, ended: Arc<dyn EndedSessions>) -> Shared {
+        self.revoked = ended;
         self
     }
 

@@ -3,11 +3,13 @@
 //! server, so a login state used on one replica is used on all.
 
 mod conn;
+mod ended;
 mod refresh;
 mod replay;
 #[cfg(test)]
 mod test_server;
 
 pub(crate) use conn::{Redis, RedisError, RedisSetupError};
+pub(crate) use ended::RedisEndedSessions;
 pub(crate) use refresh::RedisRefresher;
 pub(crate) use replay::RedisReplayGuard;

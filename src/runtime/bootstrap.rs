@@ -88,13 +88,16 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
             .with_replay(Arc::new(crate::replicas::RedisReplayGuard::new(
                 redis.clone(),
             )))
+            .with_ended(Arc::new(crate::replicas::RedisEndedSessions::new(
+                redis.clone(),
+            )))
             .with_refresh(Arc::new(crate::replicas::RedisRefresher::new(
                 redis,
                 config.session.refresh_grace,
                 config.loopwise.timeout,
                 metrics,
             )));
-        tracing::info!(key_prefix = %rc.key_prefix, "login states and refreshes are coordinated across replicas (redis)");
+        tracing::info!(key_prefix = %rc.key_prefix, "login states, refreshes and sign-outs are shared by the replicas (redis)");
     }
     let shared = Arc::new(shared);
     shared.set_admin_addr(config.server.admin_listen);

@@ -7,6 +7,6 @@ pub(crate) mod seal;
 pub(crate) mod store;
 
 pub(crate) use model::{Identity, Session};
-pub(crate) use revoked::Revocations;
+pub(crate) use revoked::{EndedSessions, Revocations};
 pub(crate) use seal::{Keyring, Purpose};
 pub(crate) use store::{CookieStore, SessionStore};

@@ -9,7 +9,20 @@
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+
+/// Where ended sessions are recorded: [`Revocations`] on this replica; an
+/// implementation shared by replicas (Redis) makes a sign-out hold on all of them.
+#[async_trait]
+pub trait EndedSessions: Send + Sync {
+    /// Records session `sid` as ended until `until` (its lifetime's end).
+    async fn end(&self, sid: &str, until: u64, now: u64);
+
+    /// Whether session `sid` has ended at `now`. Never fails: a record that cannot be
+    /// read counts as "not ended" (a store outage is not a logout).
+    async fn is_ended(&self, sid: &str, now: u64) -> bool;
+}
 
 /// How many ended sessions are remembered at most. Past this, the oldest-used records are
 /// evicted first (their sessions would work again): far above what sign-outs within one
@@ -33,7 +46,7 @@ impl moka::Expiry<[u8; 32], Until> for UntilExpiry {
 }
 
 /// The set of ended sessions on this replica.
-pub struct Revocations {
+pub(crate) struct Revocations {
     ended: moka::sync::Cache<[u8; 32], Until>,
 }
 
@@ -51,12 +64,13 @@ impl std::fmt::Debug for Revocations {
     }
 }
 
-fn digest(sid: &str) -> [u8; 32] {
+/// The form a session id is recorded in (its SHA-256).
+pub(crate) fn digest(sid: &str) -> [u8; 32] {
     Sha256::digest(sid.as_bytes()).into()
 }
 
 impl Revocations {
-    pub fn new(max_entries: u64) -> Revocations {
+    pub(crate) fn new(max_entries: u64) -> Revocations {
         Revocations {
             ended: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
@@ -67,7 +81,7 @@ impl Revocations {
 
     /// Records session `sid` as ended until `until` (its lifetime's end). An empty id
     /// (a session sealed before ids existed) cannot be told apart from others: ignored.
-    pub fn revoke(&self, sid: &str, until: u64, now: u64) {
+    pub(crate) fn revoke(&self, sid: &str, until: u64, now: u64) {
         if sid.is_empty() || until <= now {
             return;
         }
@@ -80,19 +94,45 @@ impl Revocations {
         );
     }
 
+    /// Records an ended session by its [`digest`] (as learned from another replica).
+    pub(crate) fn revoke_digest(&self, d: [u8; 32], until: u64, now: u64) {
+        if until > now {
+            self.ended.insert(
+                d,
+                Until {
+                    until,
+                    recorded_at: now,
+                },
+            );
+        }
+    }
+
     /// Whether session `sid` has ended at `now`.
-    pub fn is_revoked(&self, sid: &str, now: u64) -> bool {
+    pub(crate) fn is_revoked(&self, sid: &str, now: u64) -> bool {
         !sid.is_empty() && self.ended.get(&digest(sid)).is_some_and(|u| now < u.until)
     }
 
-    /// How many records are held (metrics, tests); approximate while writes settle.
-    pub fn len(&self) -> u64 {
+    /// How many records are held (tests); approximate while writes settle.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
         self.ended.run_pending_tasks();
         self.ended.entry_count()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[async_trait]
+impl EndedSessions for Revocations {
+    async fn end(&self, sid: &str, until: u64, now: u64) {
+        self.revoke(sid, until, now);
+    }
+
+    async fn is_ended(&self, sid: &str, now: u64) -> bool {
+        self.is_revoked(sid, now)
     }
 }
 
