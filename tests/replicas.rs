@@ -15,6 +15,7 @@ async fn replica_of(rig: &Rig) -> (GatewayHandle, u16) {
     s.public_url = rig.setup.public_url.clone();
     s.secrets = rig.setup.secrets.clone();
     s.extra = rig.setup.extra.clone();
+    s.session_extra = rig.setup.session_extra.clone();
     let port = s.port;
     (s.start().await, port)
 }
@@ -83,11 +84,14 @@ async fn readyz_names_redis_when_it_is_down() {
 
 /// 50 requests of one session at its token's expiry, alternating between `replicas`
 /// gateways sharing Redis: every one served with the same new token, one grant.
-async fn storm_across(replicas: usize) {
+async fn storm_across(replicas: usize, store: &str) {
     let redis = RedisServer::start().await;
     let rig = rig_with(
         |e| e.access_token_ttl = std::time::Duration::from_secs(120),
-        |s| s.extra = redis.toml("lg-storm:"),
+        |s| {
+            s.extra = redis.toml("lg-storm:");
+            s.session_extra = format!("store = \"{store}\"");
+        },
     )
     .await;
     let mut others = Vec::new();
@@ -145,12 +149,17 @@ async fn storm_across(replicas: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_over_two_replicas_spends_the_token_once() {
-    storm_across(2).await;
+    storm_across(2, "cookie").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_over_two_replicas_with_the_redis_store_spends_the_token_once() {
+    storm_across(2, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_over_three_replicas_spends_the_token_once() {
-    storm_across(3).await;
+    storm_across(3, "cookie").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,15 +238,22 @@ async fn redis_down_is_not_a_logout_and_recovers_without_a_restart() {
     let down = crate::common::http().get(&ready).send().await.unwrap();
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    // Redis back (empty): both replicas use it again by themselves.
+    // Redis back (empty): both replicas use it again by themselves, and say so on
+    // /readyz (what a load balancer waits for).
     redis.restart().await;
+    let b_ready = format!(
+        "http://{}/readyz",
+        b_gw.gateway().admin_addr().expect("admin listener")
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let r = crate::common::http().get(&ready).send().await.unwrap();
-        if r.status() == StatusCode::OK {
-            break;
+    for probe in [&ready, &b_ready] {
+        loop {
+            let r = crate::common::http().get(probe).send().await.unwrap();
+            if r.status() == StatusCode::OK {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no recovery");
         }
-        assert!(std::time::Instant::now() < deadline, "no recovery");
     }
     let mut again = Browser::new(&format!("http://127.0.0.1:{b_port}"));
     let done = again.login("/", rig.em.url(), "grace").await;
@@ -335,4 +351,86 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_the_other_within_a_second
         "sign-out seen on replica B after {:?}",
         signed_out.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_copy() {
+    let redis = RedisServer::start().await;
+    let rig = rig_with(
+        |_| {},
+        |s| {
+            s.extra = redis.toml("lg-store:");
+            s.session_extra = "store = \"redis\"".into();
+        },
+    )
+    .await;
+    let (_b, b_port) = replica_of(&rig).await;
+    let mut user = Browser::new(&rig.url(""));
+    user.login("/", rig.em.url(), "ada").await;
+    let copy = user.jar.header_for("/");
+    assert!(
+        copy.len() < 400,
+        "only an id and a key: {} bytes",
+        copy.len()
+    );
+    let on_b = |path: String| {
+        let copy = copy.clone();
+        async move {
+            let r = crate::common::http()
+                .get(format!("http://127.0.0.1:{b_port}{path}"))
+                .header("cookie", copy)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Option<serde_json::Value> = r.json().await.ok();
+            (status, body)
+        }
+    };
+    let (status, body) = on_b("/before".into()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "replica B opens the session from Redis"
+    );
+    let bearer = echoed(body.as_ref().unwrap(), "authorization")
+        .unwrap()
+        .to_string();
+    let token = bearer.trim_start_matches("Bearer ");
+    assert!(!copy.contains(token), "the cookie carries no token");
+    let dump = redis
+        .command(&["KEYS", "lg-store:session:*"])
+        .await
+        .unwrap();
+    assert_eq!(dump, "*1", "one session in Redis");
+
+    let out = user
+        .request(
+            reqwest::Method::POST,
+            "/oauth2/sign_out",
+            &[
+                ("origin", rig.setup.public_url.as_str()),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    assert_eq!(
+        redis
+            .command(&["KEYS", "lg-store:session:*"])
+            .await
+            .unwrap(),
+        "*0"
+    );
+    let signed_out = std::time::Instant::now();
+    let mut n = 0;
+    while on_b(format!("/after/{n}")).await.0 != StatusCode::UNAUTHORIZED {
+        assert!(
+            signed_out.elapsed() < std::time::Duration::from_secs(1),
+            "the copied cookie still works on B after {:?}",
+            signed_out.elapsed()
+        );
+        n += 1;
+    }
 }

@@ -105,6 +105,16 @@ pub struct SessionConfig {
     /// How long a refresh's result is remembered for requests still carrying the
     /// pre-refresh cookie (served the new tokens, no second refresh).
     pub refresh_grace: Duration,
+    /// Where sessions live (`session.store`).
+    pub store: SessionStoreKind,
+}
+
+/// `session.store`: the whole session sealed in the cookie, or in Redis with the cookie
+/// carrying only its id and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStoreKind {
+    Cookie,
+    Redis,
 }
 
 /// The validated-token cache in front of Bearer validation.

@@ -98,6 +98,7 @@ pub(super) struct RawSession {
     pub lifetime: Option<String>,
     pub refresh_before: Option<String>,
     pub refresh_grace: Option<String>,
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -495,3 +495,24 @@ fn redis_is_optional_and_validated_key_by_key() {
         "{e}"
     );
 }
+
+#[test]
+fn the_session_store_is_cookie_by_default_and_redis_needs_redis() {
+    assert_eq!(
+        parse_str(MINIMAL).unwrap().session.store,
+        SessionStoreKind::Cookie
+    );
+    let redis_store = MINIMAL.replace("[session]\n", "[session]\nstore = \"redis\"\n");
+    let e = parse_str(&redis_store).unwrap_err();
+    assert!(
+        e.has("session.store") && e.to_string().contains("[redis]"),
+        "{e}"
+    );
+    let ok = format!("{redis_store}\n[redis]\nurl = \"redis://127.0.0.1:6379\"\n");
+    assert_eq!(
+        parse_str(&ok).unwrap().session.store,
+        SessionStoreKind::Redis
+    );
+    let bad = MINIMAL.replace("[session]\n", "[session]\nstore = \"memcached\"\n");
+    assert!(parse_str(&bad).unwrap_err().has("session.store"));
+}

@@ -225,17 +225,20 @@ impl Gateway {
         Some(*session)
     }
 
-    async fn lookup_session(&self, headers: &HeaderMap, now: u64) -> Found {
+    /// The store payload the request's session cookie carries, if it opens.
+    fn current_payload(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
         let fields = headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok());
         let jar = cookies::parse(fields);
         let name = &self.config.session.cookie_name;
-        let Some(sealed) = cookies::read_chunked(&jar, name) else {
-            return Found::Nothing;
-        };
-        let Ok(payload) = self.session_keys.open(name, &sealed) else {
+        let sealed = cookies::read_chunked(&jar, name)?;
+        self.session_keys.open(name, &sealed).ok()
+    }
+
+    async fn lookup_session(&self, headers: &HeaderMap, now: u64) -> Found {
+        let Some(payload) = self.current_payload(headers) else {
             return Found::Nothing;
         };
         match self.shared.store.load(&payload, now).await {
@@ -431,7 +434,8 @@ impl Gateway {
         headers: &HeaderMap,
         now: u64,
     ) -> Result<Vec<String>, SaveError> {
-        let payload = self.shared.store.save(session).await?;
+        let previous = self.current_payload(headers);
+        let payload = self.shared.store.save(session, previous.as_deref()).await?;
         let name = &self.config.session.cookie_name;
         let sealed = self.session_keys.seal(name, &payload);
         let existing = self.existing_session_cookie_names(headers);

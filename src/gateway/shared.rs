@@ -61,6 +61,12 @@ impl Shared {
         self
     }
 
+    /// The same, with sessions kept in `store` (e.g. Redis).
+    pub(crate) fn with_store(mut self, store: Arc<dyn SessionStore>) -> Shared {
+        self.store = store;
+        self
+    }
+
     /// The same, with ended sessions recorded in `ended` (e.g. one shared by replicas).
     pub(crate) fn with_ended(mut self, ended: Arc<dyn EndedSessions>) -> Shared {
         self.revoked = ended;

@@ -6,6 +6,7 @@ mod conn;
 mod ended;
 mod refresh;
 mod replay;
+mod sessions;
 #[cfg(test)]
 mod test_server;
 
@@ -13,3 +14,4 @@ pub(crate) use conn::{Redis, RedisError, RedisSetupError};
 pub(crate) use ended::RedisEndedSessions;
 pub(crate) use refresh::RedisRefresher;
 pub(crate) use replay::RedisReplayGuard;
+pub(crate) use sessions::RedisSessionStore;

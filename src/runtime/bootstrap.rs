@@ -84,6 +84,7 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
     let mut shared = Shared::local(metrics.clone(), config.session.refresh_grace);
     if let Some(rc) = &config.redis {
         let redis = crate::replicas::Redis::new(rc, metrics.clone())?;
+        let redis_for_store = redis.clone();
         shared = shared
             .with_replay(Arc::new(crate::replicas::RedisReplayGuard::new(
                 redis.clone(),
@@ -97,7 +98,12 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
                 config.loopwise.timeout,
                 metrics,
             )));
-        tracing::info!(key_prefix = %rc.key_prefix, "login states, refreshes and sign-outs are shared by the replicas (redis)");
+        if config.session.store == crate::config::SessionStoreKind::Redis {
+            shared = shared.with_store(Arc::new(crate::replicas::RedisSessionStore::new(
+                redis_for_store,
+            )));
+        }
+        tracing::info!(key_prefix = %rc.key_prefix, store = ?config.session.store, "login states, refreshes and sign-outs are shared by the replicas (redis)");
     }
     let shared = Arc::new(shared);
     shared.set_admin_addr(config.server.admin_listen);

@@ -21,6 +21,8 @@ pub enum Purpose {
     /// A refresh outcome shared through Redis, sealed under the refresh token it answers
     /// (only a holder of that token can open it).
     RefreshOutcome,
+    /// A session kept in Redis, sealed under the key its cookie carries.
+    StoredSession,
 }
 
 impl Purpose {
@@ -29,6 +31,7 @@ impl Purpose {
             Purpose::SessionCookie => b"loopgate session cookie v1",
             Purpose::LoginState => b"loopgate login state v1",
             Purpose::RefreshOutcome => b"loopgate refresh outcome v1",
+            Purpose::StoredSession => b"loopgate stored session v1",
         }
     }
 }

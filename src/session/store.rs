@@ -15,8 +15,11 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Persists `session` and returns the payload the cookie will carry.
-    async fn save(&self, session: &Session) -> Result<Vec<u8>, StoreError>;
+    /// Persists `session` and returns the payload the cookie will carry. `previous` is
+    /// the payload of the cookie the request carried, if any (a refresh re-saves the
+    /// same session under it, so that copies of the old cookie keep opening it).
+    async fn save(&self, session: &Session, previous: Option<&[u8]>)
+        -> Result<Vec<u8>, StoreError>;
 
     /// The session a payload stands for, if it exists and is still live at `now`.
     /// Unreadable payloads are `Ok(None)`: a bad cookie means "log in again".
@@ -43,7 +46,11 @@ pub(crate) struct CookieStore;
 
 #[async_trait]
 impl SessionStore for CookieStore {
-    async fn save(&self, session: &Session) -> Result<Vec<u8>, StoreError> {
+    async fn save(
+        &self,
+        session: &Session,
+        _previous: Option<&[u8]>,
+    ) -> Result<Vec<u8>, StoreError> {
         Ok(serde_json::to_vec(session).expect("a session always serialises"))
     }
 
@@ -77,9 +84,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::session::model::Identity;
 
-    fn session(expires_at: u64) -> Session {
+    pub(crate) fn session(expires_at: u64) -> Session {
         Session {
-            sid: "s1".into(),
+            sid: crate::random::token(),
             issuer_id: "default".into(),
             identity: Identity {
                 sub: "ada".into(),
@@ -98,7 +105,7 @@ pub(crate) mod tests {
     /// The contract every store must meet; later stores run the same checks.
     pub(crate) async fn contract(store: &dyn SessionStore) {
         let s = session(100);
-        let payload = store.save(&s).await.unwrap();
+        let payload = store.save(&s, None).await.unwrap();
         assert_eq!(store.load(&payload, 10).await.unwrap(), Some(s.clone()));
         assert_eq!(store.load(&payload, 100).await.unwrap(), None, "expired");
         assert_eq!(store.load(b"garbage", 10).await.unwrap(), None);
@@ -111,6 +118,20 @@ pub(crate) mod tests {
             assert_eq!(store.load(&payload, 10).await.unwrap(), None, "removed");
         }
         assert!(!store.kind().is_empty());
+        // Re-saved under its own payload (a refresh): the old payload opens the new one.
+        let s2 = session(200);
+        let p2 = store.save(&s2, None).await.unwrap();
+        let mut refreshed = s2.clone();
+        refreshed.access_token = "at-2".into();
+        let p3 = store.save(&refreshed, Some(&p2)).await.unwrap();
+        assert_eq!(store.load(&p3, 10).await.unwrap(), Some(refreshed.clone()));
+        if store.server_side() {
+            assert_eq!(
+                store.load(&p2, 10).await.unwrap(),
+                Some(refreshed),
+                "old copy"
+            );
+        }
     }
 
     #[tokio::test]

@@ -82,7 +82,18 @@ impl Validator<'_> {
         let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
         let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
         let cache = self.cache(raw.cache);
+        let redis_table = raw.redis.is_some();
         let redis = raw.redis.and_then(|r| self.redis(r));
+        if !redis_table
+            && session
+                .as_ref()
+                .is_some_and(|s| s.store == crate::config::SessionStoreKind::Redis)
+        {
+            self.err(
+                "session.store",
+                "\"redis\" needs a [redis] section (the server the replicas share)",
+            );
+        }
         let format = match raw.log.format.as_deref().unwrap_or("text").parse() {
             Ok(f) => f,
             Err(e) => {

@@ -5,7 +5,7 @@ use base64::Engine;
 
 use super::super::raw;
 use super::Validator;
-use crate::config::{SessionConfig, MIN_SESSION_SECRET_BYTES};
+use crate::config::{SessionConfig, SessionStoreKind, MIN_SESSION_SECRET_BYTES};
 
 impl Validator<'_> {
     pub(super) fn session(&mut self, raw: raw::RawSession, secure: bool) -> Option<SessionConfig> {
@@ -56,12 +56,21 @@ impl Validator<'_> {
         } else {
             name
         };
+        let store = match raw.store.as_deref().unwrap_or("cookie") {
+            "cookie" => SessionStoreKind::Cookie,
+            "redis" => SessionStoreKind::Redis,
+            other => {
+                self.invalid("session.store", other, "expected \"cookie\" or \"redis\"");
+                SessionStoreKind::Cookie
+            }
+        };
         (!secrets.is_empty()).then_some(SessionConfig {
             secrets,
             cookie_name,
             lifetime,
             refresh_before,
             refresh_grace,
+            store,
         })
     }
 }
