@@ -434,3 +434,65 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
         n += 1;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_redis_store_down_known_sessions_work_and_others_get_a_clear_503() {
+    let mut redis = RedisServer::start().await;
+    let rig = rig_with(
+        |_| {},
+        |s| {
+            s.extra = redis.toml("lg-storedown:");
+            s.session_extra = "store = \"redis\"".into();
+        },
+    )
+    .await;
+    let (_b, b_port) = replica_of(&rig).await;
+    let mut user = Browser::new(&rig.url(""));
+    user.login("/", rig.em.url(), "ada").await;
+    assert_eq!(user.xhr("/seen").await.status, StatusCode::OK);
+    let cookie = user.jar.header_for("/");
+    redis.stop();
+    // Replica A opened the session before: it keeps serving it.
+    for i in 0..5 {
+        assert_eq!(
+            user.xhr(&format!("/still/{i}")).await.status,
+            StatusCode::OK
+        );
+    }
+    // Replica B never saw it: a clear 503 (page or JSON), the cookie kept, no login loop.
+    let nav = crate::common::http()
+        .get(format!("http://127.0.0.1:{b_port}/page"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nav.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        nav.headers().get("location").is_none(),
+        "not sent to log in"
+    );
+    assert!(
+        !nav.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Max-Age=0")),
+        "the session cookie is not cleared"
+    );
+    assert!(nav
+        .text()
+        .await
+        .unwrap()
+        .contains("session store is unavailable"));
+    let xhr = crate::common::http()
+        .get(format!("http://127.0.0.1:{b_port}/data"))
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(xhr.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = xhr.json().await.unwrap();
+    assert_eq!(body["error"], "session_store_unavailable");
+}

@@ -87,6 +87,7 @@ impl Gateway {
                 })
             }
             SessionAuth::LoopwiseDown => deny(Denial::LoopwiseUnavailable),
+            SessionAuth::StoreDown => deny(Denial::SessionStoreUnavailable),
         }
     }
 }

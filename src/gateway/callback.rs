@@ -35,13 +35,17 @@ pub(super) enum LoginFailure {
     Unavailable,
     /// The session could not be stored.
     StoreFailed,
+    /// The session store cannot be reached (Redis down).
+    StoreUnavailable,
 }
 
 impl LoginFailure {
     pub(super) fn status(&self) -> u16 {
         match self {
             LoginFailure::Declined { .. } => 403,
-            LoginFailure::GuardDown | LoginFailure::Unavailable => 503,
+            LoginFailure::GuardDown
+            | LoginFailure::Unavailable
+            | LoginFailure::StoreUnavailable => 503,
             LoginFailure::StoreFailed => 500,
             LoginFailure::BadState(_)
             | LoginFailure::Replayed
@@ -56,7 +60,9 @@ impl LoginFailure {
         match self {
             LoginFailure::Declined { .. } => "denied",
             LoginFailure::Unavailable => "loopwise_unreachable",
-            LoginFailure::GuardDown | LoginFailure::StoreFailed => "error",
+            LoginFailure::GuardDown
+            | LoginFailure::StoreFailed
+            | LoginFailure::StoreUnavailable => "error",
             LoginFailure::BadState(_)
             | LoginFailure::Replayed
             | LoginFailure::ProviderError { .. }
@@ -71,7 +77,9 @@ impl LoginFailure {
             LoginFailure::ProviderError { .. } => "Loopwise could not sign you in",
             LoginFailure::Refused { .. } => "Loopwise refused the sign-in",
             LoginFailure::Unavailable => "Loopwise is unreachable",
-            LoginFailure::GuardDown => "Sign-in is unavailable right now",
+            LoginFailure::GuardDown | LoginFailure::StoreUnavailable => {
+                "Sign-in is unavailable right now"
+            }
             LoginFailure::BadState(_)
             | LoginFailure::Replayed
             | LoginFailure::NoCode
@@ -95,6 +103,9 @@ impl LoginFailure {
                 "The sign-in service did not answer. Please try again in a moment.".into()
             }
             LoginFailure::StoreFailed => "the session could not be stored".into(),
+            LoginFailure::StoreUnavailable => {
+                "The session store is unavailable. Please try again in a moment.".into()
+            }
         }
     }
 }
@@ -234,9 +245,15 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
     let mut set = gw
         .session_cookies(&session, view.headers, now)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot store the new session");
-            fail(LoginFailure::StoreFailed)
+        .map_err(|e| match e {
+            crate::gateway::SaveError::Store(e) => {
+                tracing::warn!(error = %e, "cannot store the new session: the store is unavailable");
+                fail(LoginFailure::StoreUnavailable)
+            }
+            e => {
+                tracing::error!(error = %e, "cannot store the new session");
+                fail(LoginFailure::StoreFailed)
+            }
         })?;
     set.push(clear_login.clone());
     tracing::info!(result = "ok", sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
@@ -293,5 +310,8 @@ mod tests {
         assert_eq!((refused.status(), refused.label()), (400, "refused"));
         assert!(refused.detail().starts_with("invalid_grant"));
         assert_eq!(LoginFailure::BadState(StateError::Missing).status(), 400);
+        let down = LoginFailure::StoreUnavailable;
+        assert_eq!((down.status(), down.label()), (503, "error"));
+        assert!(down.detail().contains("session store"));
     }
 }

@@ -139,6 +139,8 @@ pub enum Denial {
     NoRoute,
     /// The route only carries policy for forward-auth: nothing to proxy to.
     PolicyOnly,
+    /// The session store cannot be asked about the request's session (Redis down).
+    SessionStoreUnavailable,
 }
 
 impl Denial {
@@ -157,6 +159,7 @@ impl Denial {
             Denial::BadRequest(Malformed::Path) => "bad_path",
             Denial::NoRoute => "no_route",
             Denial::PolicyOnly => "policy_only_route",
+            Denial::SessionStoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -190,6 +193,10 @@ mod tests {
             granted: Granted::SkipAuth,
         };
         assert_eq!(allow.label(), "skip_auth");
+        assert_eq!(
+            Denial::SessionStoreUnavailable.label(Audience::Browser),
+            "store_unavailable"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum SessionAuth {
     Ended { clear: Vec<String> },
     /// The access token expired and Loopwise cannot be reached to refresh it.
     LoopwiseDown,
+    /// The request carries a session cookie and the session store cannot be asked (a
+    /// server-side store down): neither a session nor a logout.
+    StoreDown,
 }
 
 /// Where a Bearer-authenticated request stands.
@@ -262,7 +265,7 @@ impl Gateway {
     pub async fn authenticate_session(&self, headers: &HeaderMap, now: u64) -> SessionAuth {
         let mut session = match self.lookup_session(headers, now).await {
             Found::Session(s, _) => *s,
-            Found::StoreDown => return SessionAuth::Anonymous { clear: Vec::new() },
+            Found::StoreDown => return SessionAuth::StoreDown,
             Found::Nothing => {
                 let attrs = self.session_attrs();
                 let clear = self

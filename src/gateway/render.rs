@@ -47,6 +47,7 @@ impl Gateway {
                     },
             } => forbidden_page(self, &identity, &missing, browser).cookies(set_cookies),
             Denial::LoopwiseUnavailable => loopwise_down(browser),
+            Denial::SessionStoreUnavailable => store_down(browser),
             Denial::BadRequest(m) => self.render_malformed(m, audience),
             Denial::NoRoute | Denial::PolicyOnly => {
                 Reply::error(404, browser, "not_found", "Not found")
@@ -111,6 +112,17 @@ pub(super) fn loopwise_down(browser: bool) -> Reply {
         browser,
         "loopwise_unreachable",
         "Loopwise is unreachable, so your sign-in cannot be checked or renewed right now. Please try again in a moment.",
+    )
+    .header("retry-after", "5")
+}
+
+/// 503 while the session store cannot be asked; the cookie is kept (it may be fine).
+pub(super) fn store_down(browser: bool) -> Reply {
+    Reply::error(
+        503,
+        browser,
+        "session_store_unavailable",
+        "The session store is unavailable, so your sign-in cannot be checked right now. Please try again in a moment.",
     )
     .header("retry-after", "5")
 }
