@@ -261,11 +261,25 @@ impl GatewayHandle {
         self.live.current().config.server.public_url.clone()
     }
 
-    /// Stops pingora and waits for its thread to finish.
+    /// Stops pingora and waits for its thread to finish and for its listening ports to
+    /// be free again (pingora's runtimes may close the listeners a moment after the
+    /// thread returns), so a gateway can be started again on the same addresses.
     pub async fn shutdown(mut self) {
         self.stop();
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let server = &self.live.current().config.server;
+        let addrs: Vec<std::net::SocketAddr> = std::iter::once(server.listen)
+            .chain(Some(server.admin_listen).filter(|a| a.port() != 0))
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while addrs
+            .iter()
+            .any(|a| std::net::TcpListener::bind(a).is_err())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
