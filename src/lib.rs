@@ -17,6 +17,7 @@ pub mod demo;
 mod duration;
 pub mod emulator;
 mod gateway;
+mod hex;
 mod html;
 pub mod logging;
 pub mod login;

@@ -9,6 +9,29 @@ use loopgate::server::GatewayHandle;
 const SESSION: &str = "loopgate_session";
 use crate::common::redis::RedisServer;
 
+/// The path and query of a callback URL (on the shared public URL), to send to any
+/// replica.
+fn callback_path<'a>(rig: &Rig, callback: &'a str) -> &'a str {
+    callback
+        .strip_prefix(&rig.setup.public_url)
+        .unwrap_or(callback)
+}
+
+/// `user` signs out on `rig`'s replica, as a browser does (same-origin POST).
+async fn sign_out(rig: &Rig, user: &mut Browser) {
+    let out = user
+        .request(
+            reqwest::Method::POST,
+            "/oauth2/sign_out",
+            &[
+                ("origin", rig.setup.public_url.as_str()),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+}
+
 /// A second replica of `rig`'s gateway: the same config and public URL, its own ports.
 async fn replica_of(rig: &Rig) -> (GatewayHandle, u16) {
     let mut s = Setup::new(&rig.setup.issuer, rig.setup.app);
@@ -40,9 +63,7 @@ async fn a_callback_replayed_on_another_replica_is_refused_without_a_second_exch
     );
 
     // The same callback (and a copy of the login cookie) sent to replica B.
-    let path = callback
-        .strip_prefix(&rig.setup.public_url)
-        .unwrap_or(&callback);
+    let path = callback_path(&rig, &callback);
     assert!(path.starts_with("/oauth2/callback?"), "{path}");
     let mut replay = Browser::new(&format!("http://127.0.0.1:{b_port}"));
     replay.jar = copied_jar;
@@ -229,9 +250,7 @@ async fn redis_down_is_not_a_logout_and_recovers_without_a_restart() {
     let callback = newcomer
         .through_loopwise(&start.location(), rig.em.url(), "grace")
         .await;
-    let path = callback
-        .strip_prefix(&rig.setup.public_url)
-        .unwrap_or(&callback);
+    let path = callback_path(&rig, &callback);
     let r = newcomer.navigate(path).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     let ready = format!("http://127.0.0.1:{}/readyz", rig.setup.admin_port);
@@ -288,9 +307,7 @@ async fn a_hung_redis_costs_at_most_its_timeout() {
     let callback = newcomer
         .through_loopwise(&start.location(), rig.em.url(), "grace")
         .await;
-    let path = callback
-        .strip_prefix(&rig.setup.public_url)
-        .unwrap_or(&callback);
+    let path = callback_path(&rig, &callback);
     let started = std::time::Instant::now();
     let r = newcomer.navigate(path).await;
     let took = started.elapsed();
@@ -326,17 +343,7 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_the_other_within_a_second
         StatusCode::OK,
         "B serves the session"
     );
-    let out = user
-        .request(
-            reqwest::Method::POST,
-            "/oauth2/sign_out",
-            &[
-                ("origin", rig.setup.public_url.as_str()),
-                ("sec-fetch-site", "same-origin"),
-            ],
-        )
-        .await;
-    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    sign_out(&rig, &mut user).await;
     let signed_out = std::time::Instant::now();
     let mut n = 0;
     while on_b(format!("/after/{n}")).await != StatusCode::UNAUTHORIZED {
@@ -405,17 +412,7 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
         .unwrap();
     assert_eq!(dump, "*1", "one session in Redis");
 
-    let out = user
-        .request(
-            reqwest::Method::POST,
-            "/oauth2/sign_out",
-            &[
-                ("origin", rig.setup.public_url.as_str()),
-                ("sec-fetch-site", "same-origin"),
-            ],
-        )
-        .await;
-    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
+    sign_out(&rig, &mut user).await;
     assert_eq!(
         redis
             .command(&["KEYS", "lg-store:session:*"])

@@ -56,8 +56,7 @@ pub enum StateError {
 /// The cookie holding the state of one login: `<base>_login_<first 16 of SHA-256(state)>`.
 pub fn cookie_name(base: &str, state: &str) -> String {
     let h = Sha256::digest(state.as_bytes());
-    let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{base}_login_{hex}")
+    format!("{base}_login_{}", crate::hex::encode(&h[..8]))
 }
 
 /// A stable, non-reversible id for a state (for the consumed-state record).

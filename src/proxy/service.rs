@@ -52,12 +52,7 @@ pub(crate) struct Ctx {
 fn request_id(headers: &http::HeaderMap) -> String {
     headers::client_request_id(headers)
         .map(str::to_string)
-        .unwrap_or_else(|| {
-            crate::random::bytes::<16>()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        })
+        .unwrap_or_else(|| crate::hex::encode(&crate::random::bytes::<16>()))
 }
 
 pub(crate) struct LoopgateProxy {

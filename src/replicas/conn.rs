@@ -89,9 +89,10 @@ impl Redis {
         })
     }
 
-    /// `prefix` + `name`: every key the gateway uses goes through here.
-    pub(crate) fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+    /// `prefix` + `kind:` + the hex of `digest`: every key the gateway uses is named by
+    /// a hash (never by the secret or id it stands for) and goes through here.
+    pub(crate) fn hashed_key(&self, kind: &str, digest: &[u8]) -> String {
+        format!("{}{kind}:{}", self.prefix, crate::hex::encode(digest))
     }
 
     /// Runs `cmd` (named `command` in the metrics) within the timeout.

@@ -48,8 +48,7 @@ impl RedisEndedSessions {
     }
 
     fn key(&self, d: &[u8; 32]) -> String {
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        self.redis.key(&format!("ended:{hex}"))
+        self.redis.hashed_key("ended", d)
     }
 }
 

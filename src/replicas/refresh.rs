@@ -86,9 +86,8 @@ impl RedisRefresher {
         let Some(rt) = session.refresh_token.as_deref() else {
             return (RefreshOutcome::Ended, false);
         };
-        let h = hash_hex(rt);
-        let outcome_key = self.redis.key(&format!("refresh:{h}"));
-        let lease_key = self.redis.key(&format!("refresh:{h}:lease"));
+        let outcome_key = self.redis.hashed_key("refresh", &refresh_id(rt));
+        let lease_key = format!("{outcome_key}:lease");
         let keys = Keyring::new(Purpose::RefreshOutcome, &[rt.as_bytes().to_vec()]);
         let deadline = Instant::now() + self.wait;
         let mut waited = false;
@@ -279,9 +278,8 @@ impl RefreshCoordinator for RedisRefresher {
 }
 
 /// The Redis name of a refresh token: a hash, never the token.
-fn hash_hex(rt: &str) -> String {
-    let digest = Sha256::digest([b"loopgate refresh id\0".as_slice(), rt.as_bytes()].concat());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+fn refresh_id(rt: &str) -> [u8; 32] {
+    Sha256::digest([b"loopgate refresh id\0".as_slice(), rt.as_bytes()].concat()).into()
 }
 
 #[cfg(test)]
@@ -392,7 +390,7 @@ mod tests {
         let c = coordinator(&server, "dead:");
         let rt = format!("rt-{}", crate::random::token());
         // A replica took the lease and was killed: the lease stays until it expires.
-        let lease_key = c.redis.key(&format!("refresh:{}:lease", hash_hex(&rt)));
+        let lease_key = format!("{}:lease", c.redis.hashed_key("refresh", &refresh_id(&rt)));
         let mut set = redis::cmd("SET");
         set.arg(&lease_key).arg("killed-replica").arg("PX").arg(600);
         c.redis.query::<()>("test", &set).await.unwrap();
@@ -421,7 +419,7 @@ mod tests {
         let RefreshOutcome::Refreshed(new) = a.outcome.as_ref() else {
             panic!("{a:?}");
         };
-        let key = c.redis.key(&format!("refresh:{}", hash_hex(&rt)));
+        let key = c.redis.hashed_key("refresh", &refresh_id(&rt));
         let mut get = redis::cmd("GET");
         get.arg(&key);
         let raw: String = c.redis.query("test", &get).await.unwrap();

@@ -21,9 +21,8 @@ impl RedisReplayGuard {
 #[async_trait]
 impl ReplayGuard for RedisReplayGuard {
     async fn first_use(&self, fingerprint: &[u8; 32], _now: u64) -> Result<bool, GuardError> {
-        let hex: String = fingerprint.iter().map(|b| format!("{b:02x}")).collect();
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.redis.key(&format!("login:{hex}")))
+        cmd.arg(self.redis.hashed_key("login", fingerprint))
             .arg(1)
             .arg("NX")
             .arg("PX")

@@ -58,8 +58,7 @@ impl RedisSessionStore {
     }
 
     fn key(&self, d: &[u8; 32]) -> String {
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        self.redis.key(&format!("session:{hex}"))
+        self.redis.hashed_key("session", d)
     }
 
     fn ticket(payload: &[u8]) -> Option<(Ticket, Vec<u8>)> {
