@@ -103,14 +103,31 @@ async fn readyz_names_redis_when_it_is_down() {
     );
 }
 
+/// What the replicas share: one server or a Cluster of three masters.
+enum Shared {
+    Server,
+    Cluster,
+}
+
 /// 50 requests of one session at its token's expiry, alternating between `replicas`
 /// gateways sharing Redis: every one served with the same new token, one grant.
-async fn storm_across(replicas: usize, store: &str) {
-    let redis = RedisServer::start().await;
+async fn storm_across(replicas: usize, store: &str, shared: Shared) {
+    let (_server, _cluster, toml) = match shared {
+        Shared::Server => {
+            let r = RedisServer::start().await;
+            let t = r.toml("lg-storm:");
+            (Some(r), None, t)
+        }
+        Shared::Cluster => {
+            let c = crate::common::redis::cluster().await;
+            let t = crate::common::redis::cluster_toml(&c, "lg-storm:");
+            (None, Some(c), t)
+        }
+    };
     let rig = rig_with(
         |e| e.access_token_ttl = std::time::Duration::from_secs(120),
         |s| {
-            s.extra = redis.toml("lg-storm:");
+            s.extra = toml.clone();
             s.session_extra = format!("store = \"{store}\"");
         },
     )
@@ -170,17 +187,22 @@ async fn storm_across(replicas: usize, store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_over_two_replicas_spends_the_token_once() {
-    storm_across(2, "cookie").await;
+    storm_across(2, "cookie", Shared::Server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_over_two_replicas_with_the_redis_store_spends_the_token_once() {
-    storm_across(2, "redis").await;
+    storm_across(2, "redis", Shared::Server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_over_three_replicas_spends_the_token_once() {
-    storm_across(3, "cookie").await;
+    storm_across(3, "cookie", Shared::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_over_two_replicas_on_a_redis_cluster_spends_the_token_once() {
+    storm_across(2, "redis", Shared::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

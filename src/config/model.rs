@@ -202,11 +202,12 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-/// `[redis]`: a standalone Redis (or Valkey) server shared by the replicas.
+/// `[redis]`: the Redis (or Valkey) the replicas share: one server, a Sentinel-watched
+/// master, or a Cluster.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://` or `rediss://` (TLS); user and password may be in it.
-    pub url: String,
+    /// Where it is.
+    pub target: RedisTarget,
     /// Overrides a password in the URL.
     pub password: Option<Secret>,
     /// CA bundle (PEM) that verifies a `rediss://` server instead of the system roots.
@@ -215,4 +216,29 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Per command: a slower answer counts as Redis being unavailable.
     pub timeout: Duration,
+}
+
+/// Exactly one of `redis.url`, `redis.sentinel`, `redis.cluster`. Every url is
+/// `redis://` or `rediss://` (TLS); user and password may be in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server.
+    Url(String),
+    /// The master Sentinel names `master`, found by asking `nodes` (Sentinel urls); asked
+    /// again after a failover.
+    Sentinel { master: String, nodes: Vec<String> },
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Whether the data nodes speak TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        match self {
+            RedisTarget::Url(u) => u.starts_with("rediss://"),
+            RedisTarget::Sentinel { nodes, .. } | RedisTarget::Cluster(nodes) => {
+                nodes.iter().any(|u| u.starts_with("rediss://"))
+            }
+        }
+    }
 }

@@ -129,8 +129,18 @@ pub(super) struct RawRoute {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawRedis {
     pub url: Option<String>,
+    pub sentinel: Option<RawSentinel>,
+    pub cluster: Option<Vec<String>>,
     pub password: Option<SecretSource>,
     pub ca_file: Option<String>,
     pub key_prefix: Option<String>,
     pub timeout: Option<String>,
+}
+
+/// `redis.sentinel`: the master's name and the Sentinels that know where it is.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawSentinel {
+    pub master: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }

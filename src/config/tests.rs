@@ -446,7 +446,7 @@ fn redis_is_optional_and_validated_key_by_key() {
     let with = |table: &str| format!("{MINIMAL}\n[redis]\n{table}\n");
     let c = parse_str(&with("url = \"redis://10.0.0.5:6379/2\"")).unwrap();
     let r = c.redis.unwrap();
-    assert_eq!(r.url, "redis://10.0.0.5:6379/2");
+    assert_eq!(r.target, RedisTarget::Url("redis://10.0.0.5:6379/2".into()));
     assert_eq!(r.key_prefix, "loopgate:");
     assert_eq!(r.timeout, Duration::from_millis(500));
     assert!(r.password.is_none() && r.ca_file.is_none());
@@ -478,14 +478,47 @@ fn redis_is_optional_and_validated_key_by_key() {
             "url = \"redis://h\"\nkey_prefix = \"a b\"",
             "redis.key_prefix",
         ),
+        ("url = \"redis://h\"\ncluster = [\"redis://a\"]", "redis"),
+        ("cluster = []", "redis.cluster"),
         (
-            "url = \"redis://h\"\ncluster = [\"redis://a\"]",
-            "redis.cluster",
+            "cluster = [\"redis://a\", \"http://b\"]",
+            "redis.cluster[1]",
+        ),
+        ("cluster = [\"redis://a\", \"rediss://b\"]", "redis"),
+        (
+            "sentinel = { nodes = [\"redis://s:26379\"] }",
+            "redis.sentinel.master",
+        ),
+        ("sentinel = { master = \"m\" }", "redis.sentinel.nodes"),
+        (
+            "sentinel = { master = \"m\", nodes = [\"redis://s\"], quorum = 2 }",
+            "redis.sentinel.quorum",
         ),
     ] {
         let e = parse_str(&with(table)).unwrap_err();
         assert!(e.has(key), "{table}: {e}");
     }
+    let c = parse_str(&with(
+        "sentinel = { master = \"mymaster\", nodes = [\"redis://10.0.0.5:26379\", \"redis://10.0.0.6:26379\"] }",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.redis.unwrap().target,
+        RedisTarget::Sentinel {
+            master: "mymaster".into(),
+            nodes: vec![
+                "redis://10.0.0.5:26379".into(),
+                "redis://10.0.0.6:26379".into()
+            ],
+        }
+    );
+    let c = parse_str(&with(
+        "cluster = [\"rediss://10.0.0.7:6379\", \"rediss://10.0.0.8:6379\"]",
+    ))
+    .unwrap();
+    let r = c.redis.unwrap();
+    assert!(r.target.tls());
+    assert!(matches!(r.target, RedisTarget::Cluster(ref n) if n.len() == 2));
     // A password in a bad url is not repeated in the error.
     let e = parse_str(&with("url = \"ftp://user:hunter2@h\"")).unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");

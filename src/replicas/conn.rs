@@ -1,4 +1,5 @@
-//! One multiplexed, self-reconnecting connection to `[redis]`, with the configured key
+//! One multiplexed, self-reconnecting connection to `[redis]` (a server, a Sentinel-watched
+//! master or a Cluster), with the configured key
 //! prefix and a deadline on every command (a command that misses it counts as Redis
 //! being unavailable, never as an answer).
 
@@ -8,7 +9,7 @@ use std::time::Instant;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisTarget};
 use crate::metrics::Metrics;
 
 /// Why Redis could not answer.
@@ -23,7 +24,7 @@ pub(crate) enum RedisError {
 /// Why the connection could not be set up from the config.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSetupError {
-    #[error("redis.url: {0}")]
+    #[error("redis: a node url: {0}")]
     Url(redis::RedisError),
     #[error("redis.ca_file: cannot read {}: {source}", path.display())]
     Ca {
@@ -37,10 +38,116 @@ pub enum RedisSetupError {
 /// A handle on the shared Redis; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Redis {
-    conn: ConnectionManager,
+    backend: Arc<Backend>,
     prefix: Arc<str>,
     timeout: std::time::Duration,
     metrics: Arc<Metrics>,
+}
+
+/// How commands reach the data: each variant reconnects by itself.
+enum Backend {
+    /// One server: redis-rs reconnects to it.
+    Single(ConnectionManager),
+    /// A Cluster: the connection follows slot moves and failovers once open.
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        conn: Reopening<redis::cluster_async::ClusterConnection>,
+    },
+    /// A Sentinel-watched master: asked for again whenever its connection breaks, so a
+    /// failover is followed.
+    Sentinel {
+        client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+        config: redis::AsyncConnectionConfig,
+        conn: Reopening<redis::aio::MultiplexedConnection>,
+    },
+}
+
+/// A connection opened on first use and again after it was dropped. Opening happens on
+/// the runtime that serves requests, never at start-up.
+struct Reopening<C> {
+    current: std::sync::Mutex<Option<C>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl<C: Clone> Reopening<C> {
+    fn new() -> Self {
+        Reopening {
+            current: std::sync::Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn get_now(&self) -> Option<C> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn get<F>(&self, open: F) -> redis::RedisResult<C>
+    where
+        F: std::future::Future<Output = redis::RedisResult<C>>,
+    {
+        if let Some(c) = self.get_now() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(c) = self.get_now() {
+            return Ok(c);
+        }
+        let c = open.await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    fn drop_current(&self) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Backend {
+    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Backend::Single(conn) => cmd.query_async(&mut conn.clone()).await,
+            Backend::Cluster { client, conn } => {
+                let mut c = conn.get(client.get_async_connection()).await?;
+                cmd.query_async(&mut c).await
+            }
+            Backend::Sentinel {
+                client,
+                config,
+                conn,
+            } => {
+                let open = async {
+                    let master = client.lock().await.async_get_client().await?;
+                    master
+                        .get_multiplexed_async_connection_with_config(config)
+                        .await
+                };
+                let mut c = conn.get(open).await?;
+                let result = cmd.query_async(&mut c).await;
+                if let Err(e) = &result {
+                    // A dropped connection or a demoted master: ask the Sentinels again.
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_timeout()
+                        || e.code() == Some("READONLY")
+                    {
+                        conn.drop_current();
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    /// Forgets a connection whose command missed the deadline (it may hang on a
+    /// paused server); the next command opens one afresh.
+    fn timed_out(&self) {
+        if let Backend::Sentinel { conn, .. } = self {
+            conn.drop_current();
+        }
+    }
 }
 
 impl Redis {
@@ -48,41 +155,116 @@ impl Redis {
     /// runtime that serves requests (a connection must not belong to the short-lived
     /// start-up runtime), and reopens by itself after Redis comes back.
     pub(crate) fn new(cfg: &RedisConfig, metrics: Arc<Metrics>) -> Result<Redis, RedisSetupError> {
-        let mut info = cfg
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(RedisSetupError::Url)?;
-        if let Some(pw) = &cfg.password {
-            let settings = info.redis_settings().clone().set_password(pw.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = match &cfg.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| RedisSetupError::Ca {
+        let certs = match &cfg.ca_file {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|source| RedisSetupError::Ca {
                     path: path.clone(),
                     source,
-                })?;
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
+                })?),
+            }),
+            None => None,
+        };
+        let backend = match &cfg.target {
+            RedisTarget::Url(url) => {
+                let mut info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(RedisSetupError::Url)?;
+                if let Some(pw) = &cfg.password {
+                    let settings = info.redis_settings().clone().set_password(pw.expose());
+                    info = info.set_redis_settings(settings);
+                }
+                let client = match certs {
+                    Some(certs) => redis::Client::build_with_tls(info, certs),
+                    None => redis::Client::open(info),
+                }
+                .map_err(RedisSetupError::Client)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.timeout))
+                    .set_response_timeout(Some(cfg.timeout))
+                    .set_number_of_retries(1);
+                Backend::Single(
+                    client
+                        .get_connection_manager_lazy(config)
+                        .map_err(RedisSetupError::Client)?,
                 )
             }
-            None => redis::Client::open(info),
-        }
-        .map_err(RedisSetupError::Client)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1);
-        let conn = client
-            .get_connection_manager_lazy(config)
-            .map_err(RedisSetupError::Client)?;
+            RedisTarget::Cluster(seeds) => {
+                let mut builder =
+                    redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                        .connection_timeout(cfg.timeout)
+                        .response_timeout(cfg.timeout)
+                        .retries(1);
+                if let Some(pw) = &cfg.password {
+                    builder = builder.password(pw.expose());
+                }
+                if cfg.target.tls() {
+                    builder = builder.tls(redis::TlsMode::Secure);
+                }
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                Backend::Cluster {
+                    client: builder.build().map_err(RedisSetupError::Url)?,
+                    conn: Reopening::new(),
+                }
+            }
+            RedisTarget::Sentinel { master, nodes } => {
+                let mut addrs = Vec::with_capacity(nodes.len());
+                let mut sentinel_auth = None;
+                for n in nodes {
+                    let info = n
+                        .as_str()
+                        .into_connection_info()
+                        .map_err(RedisSetupError::Url)?;
+                    let s = info.redis_settings();
+                    if sentinel_auth.is_none() && s.password().is_some() {
+                        sentinel_auth = Some((
+                            s.username().map(str::to_owned),
+                            s.password().unwrap_or_default().to_owned(),
+                        ));
+                    }
+                    addrs.push(info.addr().clone());
+                }
+                let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                    addrs,
+                    master,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(RedisSetupError::Client)?;
+                if let Some((user, pw)) = sentinel_auth {
+                    if let Some(u) = user {
+                        builder = builder.set_client_to_sentinel_username(u);
+                    }
+                    builder = builder.set_client_to_sentinel_password(pw);
+                }
+                if let Some(pw) = &cfg.password {
+                    builder = builder.set_client_to_redis_password(pw.expose());
+                }
+                if cfg.target.tls() {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                }
+                if let Some(certs) = certs {
+                    builder = builder
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs);
+                }
+                Backend::Sentinel {
+                    client: tokio::sync::Mutex::new(
+                        builder.build().map_err(RedisSetupError::Client)?,
+                    ),
+                    config: redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(cfg.timeout))
+                        .set_response_timeout(Some(cfg.timeout)),
+                    conn: Reopening::new(),
+                }
+            }
+        };
         Ok(Redis {
-            conn,
+            backend: Arc::new(backend),
             prefix: cfg.key_prefix.as_str().into(),
             timeout: cfg.timeout,
             metrics,
@@ -102,8 +284,7 @@ impl Redis {
         cmd: &redis::Cmd,
     ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let mut conn = self.conn.clone();
-        let outcome = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
+        let outcome = tokio::time::timeout(self.timeout, self.backend.run::<T>(cmd)).await;
         let m = &self.metrics;
         m.redis_duration
             .with_label_values(&[command])
@@ -111,7 +292,10 @@ impl Redis {
         let (result, label) = match outcome {
             Ok(Ok(v)) => (Ok(v), "ok"),
             Ok(Err(e)) => (Err(RedisError::Command(e)), "error"),
-            Err(_) => (Err(RedisError::Timeout(self.timeout)), "timeout"),
+            Err(_) => {
+                self.backend.timed_out();
+                (Err(RedisError::Timeout(self.timeout)), "timeout")
+            }
         };
         m.redis_commands.with_label_values(&[command, label]).inc();
         result

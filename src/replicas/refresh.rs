@@ -325,6 +325,13 @@ mod tests {
         contract(Arc::new(coordinator(&server, "c:"))).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_redis_refresher_meets_the_contract_on_a_cluster_and_behind_sentinel() {
+        for server in [TestRedis::cluster().await, TestRedis::sentinel().await] {
+            contract(Arc::new(coordinator(&server, "c:"))).await;
+        }
+    }
+
     /// `replicas` coordinators on one Redis, `per` racing requests on each: the grants
     /// the token endpoint saw, and the access tokens handed out.
     async fn storm(

@@ -62,33 +62,36 @@ mod tests {
             .await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_guard_meets_the_contract_on_a_cluster_and_behind_sentinel() {
+        for server in [TestRedis::cluster().await, TestRedis::sentinel().await] {
+            crate::login::replay::tests::contract(Arc::new(RedisReplayGuard::new(server.client())))
+                .await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_down_fails_closed_and_comes_back_by_itself() {
-        let server = TestRedis::start().await;
+        let mut server = TestRedis::start().await;
         let guard = RedisReplayGuard::new(server.client());
         let a = crate::random::bytes::<32>();
         assert!(guard.first_use(&a, 1).await.unwrap());
-        let port = server.port;
-        drop(server);
+        let TestRedis::Single(s) = &mut server else {
+            unreachable!()
+        };
+        s.stop();
         assert!(
             guard.first_use(&a, 2).await.is_err(),
             "down: an error, not a pass"
         );
         assert!(guard.health().await.is_err());
         // The same port again: the guard reconnects without being rebuilt.
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        s.restart().await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while guard.health().await.is_err() {
             assert!(std::time::Instant::now() < deadline, "no reconnect");
         }
         let b = crate::random::bytes::<32>();
         assert!(guard.first_use(&b, 3).await.unwrap());
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }

@@ -213,6 +213,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_redis_store_meets_the_contract_on_a_cluster_and_behind_sentinel() {
+        for server in [TestRedis::cluster().await, TestRedis::sentinel().await] {
+            let store = RedisSessionStore::new(server.client());
+            crate::session::store::tests::contract(&store).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn neither_the_cookie_nor_redis_holds_a_token_in_clear() {
         let server = TestRedis::start().await;
         let cfg = server.config();

@@ -1,54 +1,61 @@
-//! A throwaway `redis-server` on a free loopback port for the unit tests of the Redis
-//! implementations (Debian's redis-server; `scripts/ensure-deps` installs it).
+//! Real Redis servers for the unit tests of the Redis implementations (the same starters
+//! the integration tests use, `testing/redis_servers.rs`), with the `[redis]` config and
+//! client that reach them.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+#[path = "../../testing/redis_servers.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod servers;
+
+pub(crate) use servers::{RedisCluster, RedisSentinel};
 
 use super::Redis;
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisTarget};
 
-pub(crate) struct TestRedis {
-    child: Child,
-    pub(crate) port: u16,
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where a test's Redis is, and the server(s) behind it (stopped when dropped).
+pub(crate) enum TestRedis {
+    Single(servers::RedisServer),
+    Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
 }
 
 impl TestRedis {
-    /// Starts one and returns once it answers `PING`.
+    /// A standalone server.
     pub(crate) async fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (run scripts/ensure-deps)");
-        let server = TestRedis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").await.is_ok()
-                    && s.read_exact(&mut buf).await.is_ok()
-                    && &buf == b"+PONG\r\n"
-                {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::task::yield_now().await;
-        }
+        TestRedis::Single(servers::RedisServer::start(free_port).await)
+    }
+
+    /// A Cluster of three masters.
+    pub(crate) async fn cluster() -> TestRedis {
+        TestRedis::Cluster(RedisCluster::start(free_port).await)
+    }
+
+    /// A master behind a Sentinel.
+    pub(crate) async fn sentinel() -> TestRedis {
+        TestRedis::Sentinel(RedisSentinel::start(free_port).await)
     }
 
     pub(crate) fn config(&self) -> RedisConfig {
+        let target = match self {
+            TestRedis::Single(s) => RedisTarget::Url(format!("redis://127.0.0.1:{}/0", s.port)),
+            TestRedis::Cluster(c) => RedisTarget::Cluster(c.urls()),
+            TestRedis::Sentinel(s) => RedisTarget::Sentinel {
+                master: "mymaster".into(),
+                nodes: vec![s.url()],
+            },
+        };
         RedisConfig {
-            url: format!("redis://127.0.0.1:{}/0", self.port),
+            target,
             password: None,
             ca_file: None,
             key_prefix: format!("test{}:", crate::random::token()),
@@ -58,12 +65,5 @@ impl TestRedis {
 
     pub(crate) fn client(&self) -> Redis {
         Redis::new(&self.config(), Arc::new(crate::metrics::Metrics::new())).unwrap()
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -2,50 +2,57 @@
 
 use super::super::raw;
 use super::Validator;
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisTarget};
 
 impl Validator<'_> {
     pub(super) fn redis(&mut self, raw: raw::RawRedis) -> Option<RedisConfig> {
-        let url = match raw.url {
-            None => {
+        let given = [
+            raw.url.is_some(),
+            raw.sentinel.is_some(),
+            raw.cluster.is_some(),
+        ];
+        let target = match (raw.url, raw.sentinel, raw.cluster) {
+            (Some(url), None, None) => RedisTarget::Url(self.redis_url("redis.url", &url)?),
+            (None, Some(s), None) => {
+                let master = match s.master.filter(|m| !m.trim().is_empty()) {
+                    Some(m) => m,
+                    None => {
+                        self.err(
+                            "redis.sentinel.master",
+                            "is required: the name the Sentinels watch the master under, e.g. \"mymaster\"",
+                        );
+                        String::new()
+                    }
+                };
+                let nodes = self.redis_urls("redis.sentinel.nodes", s.nodes);
+                RedisTarget::Sentinel { master, nodes }
+            }
+            (None, None, Some(seeds)) => {
+                RedisTarget::Cluster(self.redis_urls("redis.cluster", seeds))
+            }
+            _ if given.iter().all(|g| !g) => {
                 self.err(
                     "redis.url",
-                    "is required, e.g. \"redis://127.0.0.1:6379/0\" (or rediss:// for TLS)",
+                    "is required (or redis.sentinel, or redis.cluster), e.g. \"redis://127.0.0.1:6379/0\" (rediss:// for TLS)",
                 );
                 return None;
             }
-            Some(u) => u,
-        };
-        let parsed = match url::Url::parse(&url) {
-            Ok(u) => u,
-            Err(e) => {
-                self.invalid("redis.url", &redact(&url), e);
+            _ => {
+                self.err("redis", "give exactly one of url, sentinel and cluster");
                 return None;
             }
         };
-        let tls = match parsed.scheme() {
-            "redis" => false,
-            "rediss" => true,
-            other => {
-                self.invalid(
-                    "redis.url",
-                    &redact(&url),
-                    format!("the scheme is `{other}`; expected redis:// or rediss://"),
+        if let RedisTarget::Sentinel { nodes, .. } | RedisTarget::Cluster(nodes) = &target {
+            let schemes: std::collections::BTreeSet<bool> =
+                nodes.iter().map(|u| u.starts_with("rediss://")).collect();
+            if schemes.len() > 1 {
+                self.err(
+                    "redis",
+                    "mixes redis:// and rediss:// nodes; use one scheme for all",
                 );
-                return None;
             }
-        };
-        if parsed.host_str().is_none_or(str::is_empty) {
-            self.invalid("redis.url", &redact(&url), "it names no host");
         }
-        let db = parsed.path().trim_start_matches('/');
-        if !db.is_empty() && db.parse::<u32>().is_err() {
-            self.invalid(
-                "redis.url",
-                &redact(&url),
-                "the path must be a database number (`/0`)",
-            );
-        }
+        let tls = target.tls();
         let password = match raw.password {
             None => None,
             Some(src) => match src.resolve(self.env, self.base_dir) {
@@ -73,12 +80,64 @@ impl Validator<'_> {
         }
         let timeout = self.duration("redis.timeout", raw.timeout.as_deref(), "500ms");
         Some(RedisConfig {
-            url,
+            target,
             password,
             ca_file,
             key_prefix,
             timeout,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// A `redis://` or `rediss://` url naming a host, with a database number at most.
+    fn redis_url(&mut self, key: &str, url: &str) -> Option<String> {
+        let parsed = match url::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => {
+                self.invalid(key, &redact(url), e);
+                return None;
+            }
+        };
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            self.invalid(
+                key,
+                &redact(url),
+                format!(
+                    "the scheme is `{}`; expected redis:// or rediss://",
+                    parsed.scheme()
+                ),
+            );
+            return None;
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            self.invalid(key, &redact(url), "it names no host");
+            return None;
+        }
+        let db = parsed.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u32>().is_err() {
+            self.invalid(
+                key,
+                &redact(url),
+                "the path must be a database number (`/0`)",
+            );
+            return None;
+        }
+        Some(url.to_string())
+    }
+
+    /// A non-empty list of urls (Sentinels or Cluster seeds).
+    fn redis_urls(&mut self, key: &str, urls: Vec<String>) -> Vec<String> {
+        if urls.is_empty() {
+            self.err(
+                key,
+                "lists no node; give at least one, e.g. [\"redis://10.0.0.5:26379\"]",
+            );
+        }
+        urls.iter()
+            .enumerate()
+            .filter_map(|(i, u)| self.redis_url(&format!("{key}[{i}]"), u))
+            .collect()
     }
 }
 
