@@ -241,6 +241,22 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
         created_at: now,
         expires_at: now + lifetime,
         identity,
+        // Only a server-side store keeps it (an operator lists a user's sessions there).
+        origin: gw.shared.store.server_side().then(|| {
+            let xff = view
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            let ip = view
+                .peer
+                .map(|peer| gw.config.server.trusted_proxies.client_ip(peer, xff));
+            let ua = view
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok());
+            crate::session::model::Origin::new(ip, ua)
+        }),
     };
     let mut set = gw
         .session_cookies(&session, view.headers, now)

@@ -328,6 +328,12 @@ impl Gateway {
         let set_cookies = if refreshed {
             match self.session_cookies(&session, headers, now).await {
                 Ok(c) => c,
+                // Signed out or revoked while the refresh was in flight.
+                Err(SaveError::Store(crate::session::StoreError::Ended)) => {
+                    return SessionAuth::Ended {
+                        clear: self.clear_session_cookies(headers),
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot store the refreshed session");
                     Vec::new()

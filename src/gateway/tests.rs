@@ -132,6 +132,7 @@ fn session(roles: &[&str], access_expires_at: u64) -> Session {
         access_issued_at: NOW - 60,
         created_at: NOW - 60,
         expires_at: NOW + 86_400,
+        origin: None,
     }
 }
 

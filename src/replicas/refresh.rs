@@ -316,6 +316,7 @@ mod tests {
             access_issued_at: 0,
             created_at: 0,
             expires_at: 100_000,
+            origin: None,
         }
     }
 

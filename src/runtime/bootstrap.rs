@@ -101,6 +101,7 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
         if config.session.store == crate::config::SessionStoreKind::Redis {
             shared = shared.with_store(Arc::new(crate::replicas::RedisSessionStore::new(
                 redis_for_store,
+                &config.session.secrets,
             )));
         }
         tracing::info!(key_prefix = %rc.key_prefix, store = ?config.session.store, "login states, refreshes and sign-outs are shared by the replicas (redis)");

@@ -9,4 +9,4 @@ pub(crate) mod store;
 pub(crate) use model::{Identity, Session};
 pub(crate) use revoked::{EndedSessions, Revocations};
 pub(crate) use seal::{Keyring, Purpose};
-pub(crate) use store::{CookieStore, SessionStore, StoreError};
+pub(crate) use store::{CookieStore, SessionStore, SessionSummary, StoreError};

@@ -53,6 +53,40 @@ pub struct Session {
     /// End of the session's lifetime (`session.lifetime` after login).
     #[serde(rename = "x")]
     pub expires_at: u64,
+    /// Where the login came from, for an operator's list of a user's sessions; kept only
+    /// by a server-side store (a cookie has no room to spare for it).
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The browser a session was started from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Origin {
+    /// The client's address (through `server.trusted_proxies`).
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// `User-Agent`, cut to [`Origin::MAX_USER_AGENT`] bytes.
+    #[serde(rename = "ua", default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    pub const MAX_USER_AGENT: usize = 256;
+
+    /// The origin of a request from `client_ip` with `user_agent`.
+    pub fn new(client_ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Origin {
+        let user_agent = user_agent.map(|ua| {
+            let mut end = ua.len().min(Self::MAX_USER_AGENT);
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            ua[..end].to_string()
+        });
+        Origin {
+            client_ip: client_ip.map(|ip| ip.to_string()),
+            user_agent,
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -96,6 +130,7 @@ mod tests {
             access_issued_at: 0,
             created_at: 0,
             expires_at: 100,
+            origin: None,
         };
         let d = format!("{s:?}");
         assert!(!d.contains("AT-SECRET") && !d.contains("RT-SECRET"));

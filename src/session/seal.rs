@@ -23,6 +23,9 @@ pub enum Purpose {
     RefreshOutcome,
     /// A session kept in Redis, sealed under the key its cookie carries.
     StoredSession,
+    /// A stored session's own key, in the per-user index an operator revokes through,
+    /// sealed under the gateway's session secrets.
+    SessionIndex,
 }
 
 impl Purpose {
@@ -32,6 +35,7 @@ impl Purpose {
             Purpose::LoginState => b"loopgate login state v1",
             Purpose::RefreshOutcome => b"loopgate refresh outcome v1",
             Purpose::StoredSession => b"loopgate stored session v1",
+            Purpose::SessionIndex => b"loopgate session index v1",
         }
     }
 }

@@ -11,6 +11,24 @@ pub enum StoreError {
     /// The backing store could not be reached; the request should fail softly.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The session was ended (signed out, revoked) while it was being saved again.
+    #[error("the session was ended")]
+    Ended,
+    /// This store keeps no index of a user's sessions (the cookie store).
+    #[error("listing or ending a user's sessions needs session.store = \"redis\" (this gateway keeps sessions in cookies only)")]
+    NotIndexed,
+}
+
+/// One of a user's sessions as an operator sees it: where and when, never a token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionSummary {
+    pub school: String,
+    pub created_at: u64,
+    /// The last time a replica fetched it from the store (to the minute).
+    pub last_seen: u64,
+    pub expires_at: u64,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 #[async_trait]
@@ -38,6 +56,17 @@ pub trait SessionStore: Send + Sync {
     /// Whether the payload only refers to a session kept by the store, so that
     /// [`remove`](Self::remove) kills every copy of the cookie at once.
     fn server_side(&self) -> bool;
+
+    /// The live sessions of user `sub`, oldest first.
+    async fn sessions_of(&self, _sub: &str, _now: u64) -> Result<Vec<SessionSummary>, StoreError> {
+        Err(StoreError::NotIndexed)
+    }
+
+    /// Ends every session of user `sub` at once (every copy of their cookies, on every
+    /// replica) and returns them, so that their refresh tokens can be revoked.
+    async fn end_sessions_of(&self, _sub: &str, _now: u64) -> Result<Vec<Session>, StoreError> {
+        Err(StoreError::NotIndexed)
+    }
 }
 
 /// The stateless store: the session itself is the payload, sealed into the cookie.
@@ -99,6 +128,7 @@ pub(crate) mod tests {
             access_issued_at: 0,
             created_at: 0,
             expires_at,
+            origin: None,
         }
     }
 
@@ -137,5 +167,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn cookie_store_meets_the_contract() {
         contract(&CookieStore).await;
+        assert!(matches!(
+            CookieStore.sessions_of("ada", 10).await,
+            Err(StoreError::NotIndexed)
+        ));
+        let e = CookieStore.end_sessions_of("ada", 10).await.unwrap_err();
+        assert!(e.to_string().contains("session.store = \"redis\""), "{e}");
     }
 }

@@ -223,6 +223,7 @@ pub(crate) mod tests {
             access_issued_at: 0,
             created_at: 0,
             expires_at: 10_000,
+            origin: None,
         }
     }
 
