@@ -46,6 +46,12 @@ pub enum Command {
         after_help = "Examples:\n  loopgate emulator --listen 127.0.0.1:8081\n  loopgate emulator --client app=http://127.0.0.1:8080/oauth2/callback --auto-approve --auto-user grace\n  loopgate emulator --access-token-ttl 30s --client app:s3cret=https://gw.example/oauth2/callback"
     )]
     Emulator(EmulatorArgs),
+    /// List or end a user's sessions on every replica, through the running gateway's admin
+    /// listener (needs `session.store = "redis"` and `server.admin_token`).
+    #[command(
+        after_help = "Examples:\n  loopgate sessions list --sub ada -c /etc/loopgate/loopgate.toml\n  loopgate sessions revoke --sub ada -c /etc/loopgate/loopgate.toml   # also revokes their refresh tokens"
+    )]
+    Sessions(SessionsArgs),
     /// Print a fresh session secret (base64 of 32 random bytes) for `session.secrets`.
     #[command(
         after_help = "Example:\n  echo \"LOOPGATE_SESSION_SECRET=$(loopgate gen-secret)\" >> /etc/loopgate/env"
@@ -81,6 +87,29 @@ impl ConfigArgs {
     fn path(&self) -> Option<&std::path::Path> {
         self.config_flag.as_deref().or(self.config_pos.as_deref())
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    pub action: SessionsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// Print the user's live sessions (created, last seen, client IP, user agent) as JSON.
+    List(SessionsTarget),
+    /// End every session of the user on every replica and revoke their refresh tokens.
+    Revoke(SessionsTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsTarget {
+    /// The user (`sub`), as Loopwise names them.
+    #[arg(long)]
+    pub sub: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +169,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Demo(args) => with_runtime(run_demo(args)),
         Command::Emulator(args) => with_runtime(run_emulator(args)),
+        Command::Sessions(args) => with_runtime(sessions(args)),
         Command::GenSecret => {
             use base64::Engine;
             println!(
@@ -177,6 +207,59 @@ fn load(args: &ConfigArgs) -> Result<crate::config::Config, ExitCode> {
         }
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// `loopgate sessions …`: asks the gateway's admin listener, which does the work (every
+/// replica shares the Redis store it acts on).
+async fn sessions(args: SessionsArgs) -> ExitCode {
+    let (target, path, method) = match &args.action {
+        SessionsAction::List(t) => (t, "/sessions", reqwest::Method::GET),
+        SessionsAction::Revoke(t) => (t, "/sessions/revoke", reqwest::Method::POST),
+    };
+    let config = match load(&target.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(token) = &config.server.admin_token else {
+        eprintln!(
+            "loopgate: set server.admin_token in the config: the /sessions endpoints need it"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let mut admin = config.server.admin_listen;
+    if admin.ip().is_unspecified() {
+        admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let sub: String = form_urlencoded::byte_serialize(target.sub.as_bytes()).collect();
+    let url = format!("http://{admin}{path}?sub={sub}");
+    let answer = async {
+        let r = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(token.expose())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        let status = r.status();
+        Ok::<_, reqwest::Error>((status, r.text().await?))
+    };
+    match answer.await {
+        Ok((status, body)) if status.is_success() => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            eprintln!("loopgate: {url}: {status}: {}", message.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("loopgate: cannot reach the admin listener at {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(args: &ConfigArgs) -> ExitCode {

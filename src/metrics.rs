@@ -2,8 +2,8 @@
 //! names and fixed outcome words — never paths, users or tokens).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for request latencies: 0.5 ms … 10 s.
@@ -39,6 +39,13 @@ pub struct Metrics {
     /// `remote` (served another replica's outcome), `lease_wait`, `fallback` (Redis down).
     pub refresh_shared: IntCounterVec,
     pub redis_duration: HistogramVec,
+    /// How long requests waited for another replica's refresh (those that waited).
+    pub refresh_lease_wait: Histogram,
+    /// Server-side sessions: `hit` (opened here within 0.5 s, no Redis round trip),
+    /// `miss` (fetched from Redis), `stale` (Redis unreachable, the copy opened before used).
+    pub session_cache: IntCounterVec,
+    /// Sessions ended by an operator (`POST /sessions/revoke`).
+    pub sessions_revoked: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -59,6 +66,13 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
         labels,
     )
     .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn plain_histogram(r: &Registry, name: &str, help: &str) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY.to_vec()))
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -219,6 +233,22 @@ impl Metrics {
                 "redis_command_duration_seconds",
                 "Latency of Redis commands, by command.",
                 &["command"],
+            ),
+            refresh_lease_wait: plain_histogram(
+                &r,
+                "refresh_lease_wait_seconds",
+                "Time requests waited for the replica holding a refresh lease.",
+            ),
+            session_cache: counter(
+                &r,
+                "session_cache_total",
+                "Server-side sessions opened, by result (hit: no Redis round trip, miss, stale: Redis unreachable).",
+                &["result"],
+            ),
+            sessions_revoked: plain_counter(
+                &r,
+                "sessions_revoked_total",
+                "Sessions ended by an operator on the admin listener.",
             ),
             registry: r,
         };

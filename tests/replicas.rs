@@ -38,6 +38,8 @@ async fn replica_of(rig: &Rig) -> (GatewayHandle, u16) {
     s.public_url = rig.setup.public_url.clone();
     s.secrets = rig.setup.secrets.clone();
     s.extra = rig.setup.extra.clone();
+    s.server_extra = rig.setup.server_extra.clone();
+    s.loopwise_extra = rig.setup.loopwise_extra.clone();
     s.session_extra = rig.setup.session_extra.clone();
     let port = s.port;
     (s.start().await, port)
@@ -514,4 +516,217 @@ async fn with_the_redis_store_down_known_sessions_work_and_others_get_a_clear_50
     assert_eq!(xhr.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = xhr.json().await.unwrap();
     assert_eq!(body["error"], "session_store_unavailable");
+}
+
+const ADMIN_TOKEN: &str = "operator-token-0123456789";
+
+/// `method` on `rig`'s admin listener with the operator's token (or `bearer`).
+async fn admin(
+    rig: &Rig,
+    method: reqwest::Method,
+    path: &str,
+    bearer: Option<&str>,
+) -> (StatusCode, String, reqwest::header::HeaderMap) {
+    let mut req = crate::common::http().request(
+        method,
+        format!("http://127.0.0.1:{}{path}", rig.setup.admin_port),
+    );
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    (status, r.text().await.unwrap(), headers)
+}
+
+/// A copy of a session cookie on replica B: the status it gets, and the Bearer upstream.
+async fn on(port: u16, cookie: &str, path: &str) -> (StatusCode, Option<String>) {
+    let r = crate::common::http()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Option<serde_json::Value> = r.json().await.ok();
+    let bearer = body
+        .as_ref()
+        .and_then(|b| echoed(b, "authorization"))
+        .map(str::to_string);
+    (status, bearer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_ends_every_session_of_a_user_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let rig = rig_with(
+        |_| {},
+        |s| {
+            s.extra = redis.toml("lg-revoke:");
+            s.session_extra = "store = \"redis\"".into();
+            s.server_extra = format!("admin_token = \"{ADMIN_TOKEN}\"");
+        },
+    )
+    .await;
+    let (_b, b_port) = replica_of(&rig).await;
+    let mut cookies = Vec::new();
+    for user in ["ada", "ada", "grace"] {
+        let mut b = Browser::new(&rig.url(""));
+        b.login("/", rig.em.url(), user).await;
+        cookies.push(b.jar.header_for("/"));
+    }
+    let mut tokens = Vec::new();
+    for c in &cookies {
+        let (status, bearer) = on(b_port, c, "/before").await;
+        assert_eq!(status, StatusCode::OK);
+        tokens.push(bearer.unwrap().trim_start_matches("Bearer ").to_string());
+    }
+
+    // The list: two sessions, where and when, no token.
+    let (status, body, _) = admin(
+        &rig,
+        reqwest::Method::GET,
+        "/sessions?sub=ada",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{body}");
+    for s in sessions {
+        assert_eq!(s["client_ip"], "127.0.0.1", "{body}");
+        assert!(s["created_at"].as_u64().unwrap() > 0 && s["last_seen"].as_u64().is_some());
+        assert!(s["expires_at"].as_u64().unwrap() > s["created_at"].as_u64().unwrap());
+    }
+    for t in &tokens {
+        assert!(!body.contains(t.as_str()), "a token in the list: {body}");
+    }
+    // Only with the token, and each endpoint with its method.
+    let (status, _, headers) = admin(&rig, reqwest::Method::GET, "/sessions?sub=ada", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key("www-authenticate"));
+    let (status, _, _) = admin(
+        &rig,
+        reqwest::Method::POST,
+        "/sessions/revoke?sub=ada",
+        Some("operator-token-0123456788"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a wrong token ends nothing"
+    );
+    let (status, _, _) = admin(
+        &rig,
+        reqwest::Method::GET,
+        "/sessions/revoke?sub=ada",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body, _) = admin(&rig, reqwest::Method::GET, "/sessions", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("?sub="), "{body}");
+    for c in &cookies {
+        assert_eq!(
+            on(b_port, c, "/still").await.0,
+            StatusCode::OK,
+            "nothing ended yet"
+        );
+    }
+
+    // Revoked through the CLI, which asks replica A's admin listener.
+    let config = std::env::temp_dir().join(format!("loopgate-revoke-{}.toml", rig.setup.port));
+    std::fs::write(&config, rig.setup.toml()).unwrap();
+    let cli = |action: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_loopgate"))
+            .args(["sessions", action, "--sub", "ada", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let revoked = cli("revoke");
+    let at = std::time::Instant::now();
+    assert_eq!(revoked["ended"], 2, "{revoked}");
+    assert_eq!(revoked["refresh_tokens_revoked"], 2, "{revoked}");
+    // Dead on replica B within 1 s, both copies; grace keeps hers.
+    for (i, c) in cookies[..2].iter().enumerate() {
+        let mut n = 0;
+        while on(b_port, c, &format!("/after/{i}/{n}")).await.0 != StatusCode::UNAUTHORIZED {
+            assert!(
+                at.elapsed() < std::time::Duration::from_secs(1),
+                "ada's session {i} still works on B after {:?}",
+                at.elapsed()
+            );
+            n += 1;
+        }
+    }
+    eprintln!(
+        "operator revoke: dead on replica B after {:?}",
+        at.elapsed()
+    );
+    assert_eq!(on(b_port, &cookies[2], "/grace").await.0, StatusCode::OK);
+    let stats = rig.em.stats();
+    assert_eq!(stats.endpoint("revoke"), 2);
+    assert_eq!(
+        stats.event("family_revoked"),
+        2,
+        "both grants revoked at Loopwise"
+    );
+    assert_eq!(cli("list")["sessions"], serde_json::json!([]));
+    let (_, metrics, _) = admin(&rig, reqwest::Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.contains("loopgate_sessions_revoked_total 2"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_file(&config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_endpoints_say_what_they_need() {
+    let rig = rig_with(
+        |_| {},
+        |s| s.server_extra = format!("admin_token = \"{ADMIN_TOKEN}\""),
+    )
+    .await;
+    let (status, body, _) = admin(
+        &rig,
+        reqwest::Method::GET,
+        "/sessions?sub=ada",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body.contains(r#"needs session.store = \"redis\""#),
+        "{body}"
+    );
+    let (status, body, _) = admin(
+        &rig,
+        reqwest::Method::POST,
+        "/sessions/revoke?sub=ada",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let plain = rig_with(|_| {}, |_| {}).await;
+    let (status, body, _) = admin(
+        &plain,
+        reqwest::Method::GET,
+        "/sessions?sub=ada",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("server.admin_token"), "{body}");
 }

@@ -42,8 +42,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Trusted,
     /// TLS (and HTTP/2) on the proxy listener.
     pub tls: Option<TlsConfig>,
-    /// The admin listener: /metrics, /healthz, /readyz.
+    /// The admin listener: /metrics, /healthz, /readyz, and (with `admin_token`) the
+    /// operator's `/sessions` endpoints.
     pub admin_listen: SocketAddr,
+    /// The Bearer token `/sessions` on the admin listener wants; without it they are off.
+    pub admin_token: Option<crate::secret::Secret>,
     /// Deadline for receiving a request's whole header, from the moment the gateway waits
     /// for it (slowloris: a per-read timeout alone lets a client trickle for ever).
     pub header_timeout: Duration,

@@ -47,6 +47,7 @@ pub(super) struct RawServer {
     pub pid_file: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub admin_listen: Option<String>,
+    pub admin_token: Option<crate::secret::SecretSource>,
     pub tls: Option<RawTls>,
     pub header_timeout: Option<String>,
     pub max_connections: Option<i64>,

@@ -9,6 +9,7 @@ mod clock;
 mod denial;
 mod endpoints;
 pub(crate) mod identity;
+mod operator;
 mod render;
 pub(crate) mod reply;
 mod shared;

@@ -271,6 +271,11 @@ impl Redis {
         })
     }
 
+    /// Where this gateway's metrics go.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// `prefix` + `kind:` + the hex of `digest`: every key the gateway uses is named by
     /// a hash (never by the secret or id it stands for) and goes through here.
     pub(crate) fn hashed_key(&self, kind: &str, digest: &[u8]) -> String {

@@ -90,7 +90,10 @@ impl RedisRefresher {
         let lease_key = format!("{outcome_key}:lease");
         let keys = Keyring::new(Purpose::RefreshOutcome, &[rt.as_bytes().to_vec()]);
         let deadline = Instant::now() + self.wait;
-        let mut waited = false;
+        let mut waited = WaitTimer {
+            since: None,
+            metrics: &self.metrics,
+        };
         let mut pause = Duration::from_millis(10);
         loop {
             match self.stored(&keys, &outcome_key).await {
@@ -128,8 +131,8 @@ impl RedisRefresher {
                 Ok(None) => {}
                 Err(e) => return (self.fallback(loopwise, session, now, e).await, true),
             }
-            if !waited {
-                waited = true;
+            if waited.since.is_none() {
+                waited.since = Some(Instant::now());
                 self.metrics
                     .refresh_shared
                     .with_label_values(&["lease_wait"])
@@ -280,6 +283,22 @@ impl RefreshCoordinator for RedisRefresher {
 /// The Redis name of a refresh token: a hash, never the token.
 fn refresh_id(rt: &str) -> [u8; 32] {
     Sha256::digest([b"loopgate refresh id\0".as_slice(), rt.as_bytes()].concat()).into()
+}
+
+/// Records how long a request waited on another replica's lease, however it ends.
+struct WaitTimer<'a> {
+    since: Option<Instant>,
+    metrics: &'a Metrics,
+}
+
+impl Drop for WaitTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(since) = self.since {
+            self.metrics
+                .refresh_lease_wait
+                .observe(since.elapsed().as_secs_f64());
+        }
+    }
 }
 
 #[cfg(test)]

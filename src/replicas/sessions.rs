@@ -266,7 +266,15 @@ impl SessionStore for RedisSessionStore {
         };
         let d = digest(&ticket.i);
         let cached = self.opened.get(&d).filter(|o| o.session.sid == ticket.i);
+        let counted = |result: &str| {
+            self.redis
+                .metrics()
+                .session_cache
+                .with_label_values(&[result])
+                .inc()
+        };
         if let Some(o) = cached.as_ref().filter(|o| o.at.elapsed() < FRESH) {
+            counted("hit");
             return Ok(Some(o.session.clone()).filter(|s| s.is_live(now)));
         }
         let key = self.key(&d);
@@ -286,6 +294,7 @@ impl SessionStore for RedisSessionStore {
             Err(e) => {
                 return match cached {
                     Some(o) => {
+                        counted("stale");
                         tracing::debug!(error = %e, "redis unavailable; using the session opened before");
                         Ok(Some(o.session).filter(|s| s.is_live(now)))
                     }
@@ -293,6 +302,7 @@ impl SessionStore for RedisSessionStore {
                 };
             }
         };
+        counted("miss");
         let Some(session) = open(&key, &sealed, secret).filter(|s| s.sid == ticket.i) else {
             return Ok(None);
         };

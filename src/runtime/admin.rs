@@ -1,5 +1,6 @@
 //! The admin listener (`server.admin_listen`), separate from the proxy: `/metrics`
-//! (Prometheus text), `/healthz` (alive) and `/readyz` (ready to take traffic, or why not).
+//! (Prometheus text), `/healthz` (alive), `/readyz` (ready to take traffic, or why not),
+//! and the operator's `/sessions` (see `admin_sessions`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 
 use crate::proxy::current::Generation;
+use crate::runtime::admin_sessions::{self, AdminReply};
 use crate::runtime::live::Live;
 
 /// Why the gateway is not ready, if it is not (empty: ready).
@@ -73,52 +75,46 @@ impl AdminApp {
         &self,
         method: &Method,
         path: &str,
-    ) -> (StatusCode, &'static str, String) {
-        const TEXT: &str = "text/plain; charset=utf-8";
-        if method != Method::GET && method != Method::HEAD {
-            return (
-                StatusCode::METHOD_NOT_ALLOWED,
-                TEXT,
-                "only GET and HEAD\n".into(),
-            );
-        }
+        query: Option<&str>,
+        authorization: Option<&str>,
+    ) -> AdminReply {
         let generation = self.live.generation();
         let gw = &generation.gateway;
+        if path == "/sessions" || path == "/sessions/revoke" {
+            let now = gw.shared.clock.now();
+            return admin_sessions::reply(gw, method, path, query, authorization, now).await;
+        }
+        if method != Method::GET && method != Method::HEAD {
+            return AdminReply::text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
         match path {
             "/metrics" => {
                 // moka counts lazily; settle pending bookkeeping so the entry gauge is current.
                 gw.token_cache().sync().await;
-                (
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    render_metrics(&generation),
-                )
+                let mut r = AdminReply::text(StatusCode::OK, render_metrics(&generation));
+                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                r
             }
-            "/healthz" => (
-                StatusCode::OK,
-                TEXT,
-                format!("ok\npid {}\n", std::process::id()),
-            ),
+            "/healthz" => {
+                AdminReply::text(StatusCode::OK, format!("ok\npid {}\n", std::process::id()))
+            }
             "/readyz" => {
                 let reasons = readiness(&generation).await;
                 if reasons.is_empty() {
-                    (
+                    AdminReply::text(
                         StatusCode::OK,
-                        TEXT,
-                        "ready\nloopwise metadata: loaded\nsession store: reachable\n".into(),
+                        "ready\nloopwise metadata: loaded\nsession store: reachable\n",
                     )
                 } else {
-                    (
+                    AdminReply::text(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        TEXT,
                         format!("not ready\n{}\n", reasons.join("\n")),
                     )
                 }
             }
-            _ => (
+            _ => AdminReply::text(
                 StatusCode::NOT_FOUND,
-                TEXT,
-                "not found: try /metrics, /healthz or /readyz\n".into(),
+                "not found: try /metrics, /healthz, /readyz or /sessions?sub=\n",
             ),
         }
     }
@@ -128,20 +124,31 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let (method, path) = (req.method.clone(), req.uri.path().to_string());
-        let (status, content_type, body) = self.reply(&method, &path).await;
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        let authorization = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let r = self
+            .reply(&method, &path, query.as_deref(), authorization.as_deref())
+            .await;
         let body = if method == Method::HEAD {
             Vec::new()
         } else {
-            body.into_bytes()
+            r.body.into_bytes()
         };
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, content_type)
+        let mut resp = Response::builder()
+            .status(r.status)
+            .header(header::CONTENT_TYPE, r.content_type)
             .header(header::CONTENT_LENGTH, body.len())
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(body)
-            .unwrap_or_default()
+            .header(header::CACHE_CONTROL, "no-store");
+        if r.challenge {
+            resp = resp.header(header::WWW_AUTHENTICATE, "Bearer realm=\"loopgate-admin\"");
+        }
+        resp.body(body).unwrap_or_default()
     }
 }
 

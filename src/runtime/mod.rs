@@ -3,6 +3,7 @@
 //! ([`lifecycle`]).
 
 pub(crate) mod admin;
+mod admin_sessions;
 pub(crate) mod bootstrap;
 pub(crate) mod lifecycle;
 pub(crate) mod live;
