@@ -114,6 +114,16 @@ enum Shared {
 /// 50 requests of one session at its token's expiry, alternating between `replicas`
 /// gateways sharing Redis: every one served with the same new token, one grant.
 async fn storm_across(replicas: usize, store: &str, shared: Shared) {
+    storm_across_with(replicas, store, shared, std::time::Duration::ZERO).await
+}
+
+/// The same, with Loopwise taking `token_delay` to answer the refresh.
+async fn storm_across_with(
+    replicas: usize,
+    store: &str,
+    shared: Shared,
+    token_delay: std::time::Duration,
+) {
     let (_server, _cluster, toml) = match shared {
         Shared::Server => {
             let r = RedisServer::start().await;
@@ -149,6 +159,7 @@ async fn storm_across(replicas: usize, store: &str, shared: Shared) {
     let ports: Vec<u16> = std::iter::once(rig.setup.port)
         .chain(others.iter().map(|(_, p)| *p))
         .collect();
+    rig.em.set_token_delay(token_delay);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let url = format!("http://127.0.0.1:{}/xhr/{i}", ports[i % ports.len()]);
@@ -163,13 +174,14 @@ async fn storm_across(replicas: usize, store: &str, shared: Shared) {
                 .unwrap();
             let status = r.status();
             let body: serde_json::Value = r.json().await.unwrap();
-            (status, echoed(&body, "authorization").map(str::to_string))
+            let bearer = echoed(&body, "authorization").map(str::to_string);
+            (status, bearer, body)
         });
     }
     let mut tokens = std::collections::HashSet::new();
     while let Some(res) = tasks.join_next().await {
-        let (status, bearer) = res.unwrap();
-        assert_eq!(status, StatusCode::OK);
+        let (status, bearer, body) = res.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
         tokens.insert(bearer.expect("a Bearer upstream"));
     }
     assert_eq!(
@@ -200,6 +212,19 @@ async fn a_refresh_storm_over_two_replicas_with_the_redis_store_spends_the_token
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_over_three_replicas_spends_the_token_once() {
     storm_across(3, "cookie", Shared::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_with_loopwise_slower_than_the_lease_spends_the_token_once() {
+    // 2.5 s: longer than the 2 s lease (the leader's renewals keep the other replica
+    // waiting), shorter than the tests' loopwise.timeout (3 s).
+    storm_across_with(
+        2,
+        "redis",
+        Shared::Server,
+        std::time::Duration::from_millis(2500),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,4 +754,113 @@ async fn the_sessions_endpoints_say_what_they_need() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("server.admin_token"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_holding_the_lease_leaves_no_session_stuck() {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let redis = RedisServer::start().await;
+    // Tokens living 2 s are due for refresh 1 s after they arrive, by any clock, so that
+    // the replica in its own process (its own, real clock) refreshes too.
+    let rig = rig_with(
+        |e| e.access_token_ttl = Duration::from_secs(2),
+        |s| s.extra = redis.toml("lg-kill:"),
+    )
+    .await;
+    // Replica A: `loopgate run` in a process of its own, the same config, its own ports.
+    let dir = std::env::temp_dir().join(format!("loopgate-kill-{}", rig.setup.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut a = Setup::new(&rig.setup.issuer, rig.setup.app);
+    a.public_url = rig.setup.public_url.clone();
+    a.secrets = rig.setup.secrets.clone();
+    a.extra = rig.setup.extra.clone();
+    a.server_extra = format!(
+        "upgrade_sock = \"{}\"\npid_file = \"{}\"\n",
+        dir.join("upgrade.sock").display(),
+        dir.join("loopgate.pid").display()
+    );
+    let config = dir.join("a.toml");
+    std::fs::write(&config, a.toml()).unwrap();
+    let log = std::fs::File::create(dir.join("a.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loopgate"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(dir.join("a.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = crate::common::http()
+            .get(format!("http://127.0.0.1:{}/readyz", a.admin_port))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica A never ready:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut user = Browser::new(&rig.url(""));
+    user.login("/", rig.em.url(), "ada").await;
+    let cookie = user.jar.header_for("/");
+    let (status, first) = on(rig.setup.port, &cookie, "/first").await;
+    assert_eq!(status, StatusCode::OK);
+    // Due for refresh once the whole second after it arrived has passed.
+    let secs = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let due = secs() + 2;
+    while secs() < due {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A takes the lease and calls a Loopwise that does not answer; then A is killed.
+    rig.em.set_token_delay(Duration::from_secs(60));
+    let calls = rig.em.stats().endpoint("token");
+    let a_port = a.port;
+    let on_a = tokio::spawn({
+        let cookie = cookie.clone();
+        async move { on(a_port, &cookie, "/on-a").await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.em.stats().endpoint("token") == calls {
+        assert!(
+            Instant::now() < deadline,
+            "A never called Loopwise:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    rig.em.set_token_delay(Duration::ZERO);
+    on_a.abort();
+
+    // B waits out A's lease (2 s, no longer renewed), then refreshes itself: no 5xx, no
+    // second spending of a token whose outcome anyone knows.
+    let (status, bearer) = on(rig.setup.port, &cookie, "/on-b").await;
+    let took = killed.elapsed();
+    eprintln!("replica killed holding the lease: B answered {status} after {took:?}");
+    assert_eq!(status, StatusCode::OK, "{}", logs());
+    assert_ne!(bearer, first, "a new token");
+    assert!(took < Duration::from_secs(3), "recovered after {took:?}");
+    let stats = rig.em.stats();
+    assert_eq!(stats.grant("refresh_token", "ok"), 1);
+    assert_eq!(stats.grant("refresh_token", "invalid_grant"), 0);
+    assert_eq!(stats.event("family_revoked"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

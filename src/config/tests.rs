@@ -549,3 +549,19 @@ fn the_session_store_is_cookie_by_default_and_redis_needs_redis() {
     let bad = MINIMAL.replace("[session]\n", "[session]\nstore = \"memcached\"\n");
     assert!(parse_str(&bad).unwrap_err().has("session.store"));
 }
+
+#[test]
+fn the_admin_token_is_optional_a_secret_and_long_enough() {
+    assert!(parse_str(MINIMAL).unwrap().server.admin_token.is_none());
+    let with = |v: &str| MINIMAL.replace("[loopwise]", &format!("admin_token = {v}\n\n[loopwise]"));
+    let c = parse_str(&with("{ env = \"LG_SECRET\" }")).unwrap();
+    assert_eq!(c.server.admin_token.unwrap().expose(), SECRET);
+    for bad in ["\"short\"", "{ env = \"UNSET\" }"] {
+        let e = parse_str(&with(bad)).unwrap_err();
+        assert!(e.has("server.admin_token"), "{bad}: {e}");
+        assert!(
+            !e.to_string().contains("short\""),
+            "the value is not repeated: {e}"
+        );
+    }
+}

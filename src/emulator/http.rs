@@ -50,6 +50,8 @@ pub(super) struct Shared {
     pub counters: Counters,
     pub clock: Clock,
     pub auto_user: Option<&'static DemoUser>,
+    /// How long the token endpoint waits before answering (ms): a slow school.
+    pub token_delay_ms: AtomicU64,
 }
 
 impl Shared {
@@ -367,6 +369,11 @@ async fn consent(State(sh): S, headers: HeaderMap, body: Body) -> Response {
 
 async fn token(State(sh): S, headers: HeaderMap, body: Body) -> Response {
     sh.counters.endpoint("token");
+    let delay = sh.token_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        // Before the grant is looked at: a caller that gives up meanwhile spends nothing.
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let params = match form(&headers, body).await {
         Ok(p) => p,
         Err(e) => {

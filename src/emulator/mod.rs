@@ -178,6 +178,7 @@ impl Emulator {
             counters: Default::default(),
             clock: Clock::default(),
             auto_user,
+            token_delay_ms: Default::default(),
         });
         let (tx, rx) = oneshot::channel::<()>();
         let app = http::router(shared.clone());
@@ -238,6 +239,14 @@ impl EmulatorHandle {
     /// Moves the emulator's clock forward: codes and tokens expire without sleeping.
     pub fn advance_clock(&self, by: Duration) {
         self.shared.clock.advance(by.as_secs());
+    }
+
+    /// Makes the token endpoint wait `by` before it looks at a request (zero: answer at
+    /// once), as a slow or overloaded school would.
+    pub fn set_token_delay(&self, by: Duration) {
+        self.shared
+            .token_delay_ms
+            .store(by.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Revokes every grant of a demo user, as a school admin removing the app's access
