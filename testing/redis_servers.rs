@@ -157,6 +157,20 @@ impl RedisServer {
     pub async fn command(&self, args: &[&str]) -> Option<String> {
         command(self.port, args).await
     }
+
+    /// The keys matching `pattern` (`KEYS`, for tests only).
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let answer = info(self.port, &["KEYS", pattern])
+            .await
+            .unwrap_or_default();
+        // *N, then $len / key pairs.
+        answer
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with('$'))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 impl Drop for RedisServer {

@@ -774,6 +774,34 @@ fn container_kubernetes_and_systemd_files_agree_with_the_configs() {
         assert!(unit.contains(needle), "loopgate.service lacks `{needle}`");
     }
 
+    // Several replicas (the HPA, compose's shared store) need the shared Redis, wired
+    // from the config to a Service and the Secret.
+    for (name, doc) in [("compose", &compose), ("k8s", &k8s)] {
+        assert_eq!(toml_str(doc, "session", "store"), "redis", "{name}");
+    }
+    assert_eq!(
+        toml_str(&k8s, "redis", "url"),
+        "redis://loopgate-redis:6379/0"
+    );
+    assert_eq!(toml_str(&compose, "redis", "url"), "redis://redis:6379/0");
+    let redis_yaml = read("deploy/k8s/redis.yaml");
+    for needle in [
+        "name: loopgate-redis",
+        "port: 6379",
+        "key: LOOPGATE_REDIS_PASSWORD",
+        "--requirepass",
+        "readOnlyRootFilesystem: true",
+        "component: gateway",
+    ] {
+        assert!(
+            redis_yaml.contains(needle),
+            "deploy/k8s/redis.yaml lacks `{needle}`"
+        );
+    }
+    assert!(kustomization.contains("- redis.yaml"));
+    assert!(read("deploy/k8s/secret.example.yaml").contains("LOOPGATE_REDIS_PASSWORD:"));
+    assert!(read("deploy/k8s/horizontalpodautoscaler.yaml").contains("[redis]"));
+
     // Prometheus (compose) scrapes the gateway's admin listener.
     let prometheus = read("deploy/prometheus/prometheus.yml");
     assert!(prometheus.contains("gateway:9090"));
@@ -785,6 +813,8 @@ fn container_kubernetes_and_systemd_files_agree_with_the_configs() {
         "http://localhost:8080/oauth2/callback",
         "traefik/whoami",
         "loopgate-dashboard.json",
+        "redis:7.2-alpine",
+        "condition: service_healthy",
     ] {
         assert!(
             stack.contains(needle),

@@ -460,6 +460,15 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
         .await
         .unwrap();
     assert_eq!(dump, "*1", "one session in Redis");
+    // What one signed-in browser costs in Redis (README, "Running several replicas").
+    let mut bytes = 0;
+    for pattern in ["lg-store:session:*", "lg-store:user:*"] {
+        let keys = redis.keys(pattern).await;
+        assert_eq!(keys.len(), 1, "{pattern}");
+        let usage = redis.command(&["MEMORY", "USAGE", &keys[0]]).await.unwrap();
+        bytes += usage.trim_start_matches(':').parse::<u64>().unwrap();
+    }
+    eprintln!("one session in Redis: {bytes} bytes (session + index entry)");
 
     sign_out(&rig, &mut user).await;
     assert_eq!(
