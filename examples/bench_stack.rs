@@ -103,73 +103,9 @@ async fn fill(State(ctl): State<Arc<Ctl>>, Query(q): Query<Fill>) -> Json<serde_
     }))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let env_file: PathBuf = std::env::args()
-        .skip_while(|a| a != "--env")
-        .nth(1)
-        .map(PathBuf::from)
-        .expect("usage: bench_stack --env FILE");
-    let gw_addr = free_addr();
-    let public_url = format!("http://{gw_addr}");
-    let em = Emulator::start(EmulatorConfig {
-        jwt_secret: Some(JWT_SECRET.into()),
-        auto_approve: true,
-        clients: vec![ClientSpec {
-            id: "bench".into(),
-            secret: None,
-            redirect_uri: format!("{public_url}/oauth2/callback"),
-        }],
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let upstream = serve(Router::new().fallback(any(|| async { "ok\n" }))).await;
-    let toml = format!(
-        r#"
-[server]
-listen = "{gw_addr}"
-public_url = "{public_url}"
-threads = 2
-admin_listen = "127.0.0.1:0"
-[loopwise]
-issuer = "{issuer}"
-client_id = "bench"
-jwt_secret = "{JWT_SECRET}"
-scopes = ["read", "courses:read"]
-[session]
-secrets = ["{secret}"]
-[cache]
-ttl = "1h"
-max_entries = 200000
-[[routes]]
-name = "public"
-path = "/public"
-upstream = "http://{upstream}"
-auth = "public"
-[[routes]]
-name = "app"
-path = "/app"
-upstream = "http://{upstream}"
-auth = "login"
-[[routes]]
-name = "api"
-path = "/api"
-upstream = "http://{upstream}"
-auth = "api"
-"#,
-        issuer = em.url(),
-        secret = STANDARD.encode(loopgate::random::bytes::<32>()),
-    );
-    let cfg =
-        loopgate::config::parse(&toml, std::path::Path::new("."), &|_| None).expect("bench config");
-    let gw = GatewayHandle::start(cfg).await.expect("gateway");
-
-    // Log in (auto-approve) to get a session cookie.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+/// Logs in at the gateway on `public_url` (the emulator auto-approves) and returns the
+/// session cookie (`name=value`).
+async fn log_in(http: &reqwest::Client, public_url: &str) -> String {
     let r = http
         .get(format!("{public_url}/app/"))
         .header("accept", "text/html")
@@ -195,8 +131,7 @@ auth = "api"
         .send()
         .await
         .unwrap();
-    let session_cookie = r
-        .headers()
+    r.headers()
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap())
@@ -205,8 +140,108 @@ auth = "api"
         .split(';')
         .next()
         .unwrap()
-        .to_string();
+        .to_string()
+}
 
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let env_file: PathBuf = arg("--env")
+        .map(PathBuf::from)
+        .expect("usage: bench_stack --env FILE [--redis URL]");
+    // A second gateway, the same but keeping sessions in this Redis.
+    let redis_url = arg("--redis");
+    let gw_addr = free_addr();
+    let public_url = format!("http://{gw_addr}");
+    let redis_gw_addr = free_addr();
+    let redis_public_url = format!("http://{redis_gw_addr}");
+    let em = Emulator::start(EmulatorConfig {
+        jwt_secret: Some(JWT_SECRET.into()),
+        auto_approve: true,
+        clients: vec![
+            ClientSpec {
+                id: "bench".into(),
+                secret: None,
+                redirect_uri: format!("{public_url}/oauth2/callback"),
+            },
+            ClientSpec {
+                id: "bench-redis".into(),
+                secret: None,
+                redirect_uri: format!("{redis_public_url}/oauth2/callback"),
+            },
+        ],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = serve(Router::new().fallback(any(|| async { "ok\n" }))).await;
+    let secret = STANDARD.encode(loopgate::random::bytes::<32>());
+    let toml = |gw_addr: std::net::SocketAddr, public_url: &str, client: &str, extra: &str| {
+        format!(
+            r#"
+[server]
+listen = "{gw_addr}"
+public_url = "{public_url}"
+threads = 2
+admin_listen = "127.0.0.1:0"
+[loopwise]
+issuer = "{issuer}"
+client_id = "{client}"
+jwt_secret = "{JWT_SECRET}"
+scopes = ["read", "courses:read"]
+[session]
+secrets = ["{secret}"]
+{extra}
+[cache]
+ttl = "1h"
+max_entries = 200000
+[[routes]]
+name = "public"
+path = "/public"
+upstream = "http://{upstream}"
+auth = "public"
+[[routes]]
+name = "app"
+path = "/app"
+upstream = "http://{upstream}"
+auth = "login"
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "http://{upstream}"
+auth = "api"
+"#,
+            issuer = em.url(),
+        )
+    };
+    let start = |toml: String| async move {
+        let cfg = loopgate::config::parse(&toml, std::path::Path::new("."), &|_| None)
+            .expect("bench config");
+        GatewayHandle::start(cfg).await.expect("gateway")
+    };
+    let gw = start(toml(gw_addr, &public_url, "bench", "")).await;
+    let redis_gw = match &redis_url {
+        Some(url) => Some(
+            start(toml(
+                redis_gw_addr,
+                &redis_public_url,
+                "bench-redis",
+                &format!("store = \"redis\"\n[redis]\nurl = \"{url}\"\nkey_prefix = \"bench:\""),
+            ))
+            .await,
+        ),
+        None => None,
+    };
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session_cookie = log_in(&http, &public_url).await;
+    let redis_session_cookie = match &redis_gw {
+        Some(_) => log_in(&http, &redis_public_url).await,
+        None => String::new(),
+    };
     // A Bearer token from Loopwise (the emulator), as an API client would hold.
     let v = Verifier::generate();
     let redirect = format!("{public_url}/oauth2/callback");
@@ -253,7 +288,7 @@ auth = "api"
     std::fs::write(
         &env_file,
         format!(
-            "UPSTREAM=http://{upstream}\nGATEWAY={public_url}\nCONTROL=http://{ctl}\nSESSION_COOKIE='{session_cookie}'\nBEARER='{token}'\nSTACK_PID={}\n",
+            "UPSTREAM=http://{upstream}\nGATEWAY={public_url}\nGATEWAY_REDIS={redis_public_url}\nCONTROL=http://{ctl}\nSESSION_COOKIE='{session_cookie}'\nREDIS_SESSION_COOKIE='{redis_session_cookie}'\nBEARER='{token}'\nSTACK_PID={}\n",
             std::process::id()
         ),
     )
@@ -262,4 +297,7 @@ auth = "api"
     tokio::signal::ctrl_c().await.ok();
     tokio::time::sleep(Duration::from_millis(10)).await;
     gw.shutdown().await;
+    if let Some(g) = redis_gw {
+        g.shutdown().await;
+    }
 }

@@ -262,6 +262,9 @@ impl Metrics {
         for result in ["hit", "miss", "negative_hit", "error"] {
             m.token_cache_requests.with_label_values(&[result]);
         }
+        for result in ["hit", "miss", "stale"] {
+            m.session_cache.with_label_values(&[result]);
+        }
         m
     }
 

@@ -266,16 +266,43 @@ impl Drop for RedisCluster {
     }
 }
 
-/// One master watched by one Sentinel (quorum 1) under the name `mymaster`.
+/// One master watched by one Sentinel (quorum 1) under the name `mymaster`, and
+/// optionally a replica it can promote.
 pub struct RedisSentinel {
     pub master: RedisServer,
+    pub replica: Option<RedisServer>,
     pub sentinel: RedisServer,
     dir: PathBuf,
 }
 
 impl RedisSentinel {
     pub async fn start(ports: PortSource) -> RedisSentinel {
+        RedisSentinel::start_inner(ports, false).await
+    }
+
+    /// With a replica, and a Sentinel quick to fail over (master down after 500 ms).
+    pub async fn start_with_replica(ports: PortSource) -> RedisSentinel {
+        RedisSentinel::start_inner(ports, true).await
+    }
+
+    async fn start_inner(ports: PortSource, with_replica: bool) -> RedisSentinel {
         let master = RedisServer::start(ports).await;
+        let replica = if with_replica {
+            let of = format!("127.0.0.1 {}", master.port);
+            let r = RedisServer::start_with(ports(), &["--replicaof", &of]).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !info(r.port, &["INFO", "replication"])
+                .await
+                .unwrap_or_default()
+                .contains("master_link_status:up")
+            {
+                assert!(Instant::now() < deadline, "the replica never synced");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(r)
+        } else {
+            None
+        };
         let port = ports();
         let dir = std::env::temp_dir().join(format!("loopgate-redis-sentinel-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -284,7 +311,9 @@ impl RedisSentinel {
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 500\n\
+                 sentinel failover-timeout mymaster 2000\n",
                 master.port
             ),
         )
@@ -313,6 +342,7 @@ impl RedisSentinel {
         }
         RedisSentinel {
             master,
+            replica,
             sentinel,
             dir,
         }
@@ -328,6 +358,9 @@ impl Drop for RedisSentinel {
     fn drop(&mut self) {
         self.sentinel.stop();
         self.master.stop();
+        if let Some(r) = &mut self.replica {
+            r.stop();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

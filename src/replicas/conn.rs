@@ -313,3 +313,49 @@ impl Redis {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_server::TestRedis;
+
+    /// The master dies; Sentinel promotes the replica; the same `Redis` handle follows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sentinel_failover_is_followed_without_a_restart() {
+        let mut server = TestRedis::sentinel_with_replica().await;
+        let redis = server.client();
+        let mut set = redis::cmd("SET");
+        set.arg("k").arg("before");
+        redis.query::<()>("test", &set).await.unwrap();
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(2000);
+        assert_eq!(
+            redis.query::<i64>("test", &wait).await.unwrap(),
+            1,
+            "replicated"
+        );
+        let TestRedis::Sentinel(s) = &mut server else {
+            unreachable!()
+        };
+        s.master.stop();
+        let killed = std::time::Instant::now();
+        let mut failures = 0;
+        let mut after = redis::cmd("SET");
+        after.arg("k").arg("after");
+        while redis.query::<()>("test", &after).await.is_err() {
+            failures += 1;
+            assert!(
+                killed.elapsed() < std::time::Duration::from_secs(20),
+                "never followed the failover"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut get = redis::cmd("GET");
+        get.arg("k");
+        assert_eq!(redis.query::<String>("test", &get).await.unwrap(), "after");
+        eprintln!(
+            "sentinel failover followed after {:?} ({failures} failed commands)",
+            killed.elapsed()
+        );
+        assert!(failures > 0, "the master really went away");
+    }
+}

@@ -45,6 +45,11 @@ impl TestRedis {
         TestRedis::Sentinel(RedisSentinel::start(free_port).await)
     }
 
+    /// A master with a replica behind a Sentinel that fails over quickly.
+    pub(crate) async fn sentinel_with_replica() -> TestRedis {
+        TestRedis::Sentinel(RedisSentinel::start_with_replica(free_port).await)
+    }
+
     pub(crate) fn config(&self) -> RedisConfig {
         let target = match self {
             TestRedis::Single(s) => RedisTarget::Url(format!("redis://127.0.0.1:{}/0", s.port)),
