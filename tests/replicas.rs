@@ -488,6 +488,10 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
         );
         n += 1;
     }
+    eprintln!(
+        "redis store: signed out on A, dead on B after {:?} ({n} requests)",
+        signed_out.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,11 +47,16 @@ pub(crate) struct Redis {
 /// How commands reach the data: each variant reconnects by itself.
 enum Backend {
     /// One server: redis-rs reconnects to it.
-    Single(ConnectionManager),
-    /// A Cluster: the connection follows slot moves and failovers once open.
+    Single {
+        conn: ConnectionManager,
+        client: redis::Client,
+    },
+    /// A Cluster: the connection follows slot moves and failovers once open. `nodes`
+    /// reach the seeds one by one (for pub/sub, which a Cluster broadcasts).
     Cluster {
         client: redis::cluster::ClusterClient,
         conn: Reopening<redis::cluster_async::ClusterConnection>,
+        nodes: Vec<redis::Client>,
     },
     /// A Sentinel-watched master: asked for again whenever its connection breaks, so a
     /// failover is followed.
@@ -108,8 +113,8 @@ impl<C: Clone> Reopening<C> {
 impl Backend {
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         match self {
-            Backend::Single(conn) => cmd.query_async(&mut conn.clone()).await,
-            Backend::Cluster { client, conn } => {
+            Backend::Single { conn, .. } => cmd.query_async(&mut conn.clone()).await,
+            Backend::Cluster { client, conn, .. } => {
                 let mut c = conn.get(client.get_async_connection()).await?;
                 cmd.query_async(&mut c).await
             }
@@ -141,6 +146,29 @@ impl Backend {
         }
     }
 
+    /// A connection of its own for `SUBSCRIBE`.
+    async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        match self {
+            Backend::Single { client, .. } => client.get_async_pubsub().await,
+            Backend::Cluster { nodes, .. } => {
+                let mut last = None;
+                for n in nodes {
+                    match n.get_async_pubsub().await {
+                        Ok(p) => return Ok(p),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Client, "no cluster node"))
+                }))
+            }
+            Backend::Sentinel { client, .. } => {
+                let master = client.lock().await.async_get_client().await?;
+                master.get_async_pubsub().await
+            }
+        }
+    }
+
     /// Forgets a connection whose command missed the deadline (it may hang on a
     /// paused server); the next command opens one afresh.
     fn timed_out(&self) {
@@ -148,6 +176,24 @@ impl Backend {
             conn.drop_current();
         }
     }
+}
+
+/// A client for one node at `url`, with the configured password and CA.
+fn node_client(
+    url: &str,
+    cfg: &RedisConfig,
+    certs: Option<redis::TlsCertificates>,
+) -> Result<redis::Client, RedisSetupError> {
+    let mut info = url.into_connection_info().map_err(RedisSetupError::Url)?;
+    if let Some(pw) = &cfg.password {
+        let settings = info.redis_settings().clone().set_password(pw.expose());
+        info = info.set_redis_settings(settings);
+    }
+    match certs {
+        Some(certs) => redis::Client::build_with_tls(info, certs),
+        None => redis::Client::open(info),
+    }
+    .map_err(RedisSetupError::Client)
 }
 
 impl Redis {
@@ -167,28 +213,17 @@ impl Redis {
         };
         let backend = match &cfg.target {
             RedisTarget::Url(url) => {
-                let mut info = url
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(RedisSetupError::Url)?;
-                if let Some(pw) = &cfg.password {
-                    let settings = info.redis_settings().clone().set_password(pw.expose());
-                    info = info.set_redis_settings(settings);
-                }
-                let client = match certs {
-                    Some(certs) => redis::Client::build_with_tls(info, certs),
-                    None => redis::Client::open(info),
-                }
-                .map_err(RedisSetupError::Client)?;
+                let client = node_client(url, cfg, certs)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(cfg.timeout))
                     .set_response_timeout(Some(cfg.timeout))
                     .set_number_of_retries(1);
-                Backend::Single(
-                    client
+                Backend::Single {
+                    conn: client
                         .get_connection_manager_lazy(config)
                         .map_err(RedisSetupError::Client)?,
-                )
+                    client,
+                }
             }
             RedisTarget::Cluster(seeds) => {
                 let mut builder =
@@ -202,12 +237,16 @@ impl Redis {
                 if cfg.target.tls() {
                     builder = builder.tls(redis::TlsMode::Secure);
                 }
-                if let Some(certs) = certs {
+                if let Some(certs) = certs.clone() {
                     builder = builder.certs(certs);
                 }
                 Backend::Cluster {
                     client: builder.build().map_err(RedisSetupError::Url)?,
                     conn: Reopening::new(),
+                    nodes: seeds
+                        .iter()
+                        .map(|u| node_client(u, cfg, certs.clone()))
+                        .collect::<Result<_, _>>()?,
                 }
             }
             RedisTarget::Sentinel { master, nodes } => {
@@ -304,6 +343,20 @@ impl Redis {
         };
         m.redis_commands.with_label_values(&[command, label]).inc();
         result
+    }
+
+    /// A subscription connection of its own (not bounded by the command timeout: it
+    /// waits for messages).
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
+        tokio::time::timeout(self.timeout, self.backend.pubsub())
+            .await
+            .map_err(|_| RedisError::Timeout(self.timeout))?
+            .map_err(RedisError::Command)
+    }
+
+    /// `prefix` + `name`: a key or channel that names no secret.
+    pub(crate) fn named(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     /// `PING`: whether Redis answers now (`/readyz`).

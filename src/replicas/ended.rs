@@ -1,43 +1,51 @@
 //! Sign-out holds on every replica: an ended session is recorded in Redis as well as
-//! locally, and a replica asks Redis about a session at most once per [`RECHECK`], so
-//! the hot path makes no Redis round trip for a session it has seen recently, and a
-//! sign-out on one replica ends the session on all of them within [`RECHECK`].
+//! locally and announced to the other replicas (`invalidate.rs`). A replica asks Redis
+//! about a session at most once per [`RECHECK`], or once per [`TRUSTED`] while it
+//! provably hears the announcements, so the hot path makes no Redis round trip for a
+//! session it has seen recently, and a sign-out on one replica ends the session on all
+//! of them at once (within [`RECHECK`] when announcements cannot be heard).
 //!
 //! Key: `ended:<sha256(session id)>` (never the id) holding the end of the session's
 //! lifetime, expiring with it. Redis unreachable: the local record alone (a sign-out on
 //! another replica is then not seen until Redis is back; no session is ever ended by an
 //! outage).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::invalidate::Invalidations;
 use super::Redis;
 use crate::session::revoked::digest;
 use crate::session::{EndedSessions, Revocations};
 
-/// How long "not ended" is believed without asking Redis again.
+/// How long "not ended" is believed without asking Redis again, at least.
 pub(crate) const RECHECK: Duration = Duration::from_millis(500);
+/// And at most, while every announcement is provably heard.
+pub(crate) const TRUSTED: Duration = Duration::from_secs(30);
 
 pub(crate) struct RedisEndedSessions {
     redis: Redis,
     local: Revocations,
-    /// Sessions Redis said were not ended, within the last [`RECHECK`].
-    recently_checked: moka::sync::Cache<[u8; 32], ()>,
+    /// Sessions Redis said were not ended, and when the question was asked.
+    recently_checked: moka::sync::Cache<[u8; 32], Instant>,
+    changes: Arc<Invalidations>,
     /// After a failed lookup, Redis is not asked again until then: a hung Redis costs one
     /// request per [`RECHECK`] its timeout, not every request.
     skip_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl RedisEndedSessions {
-    pub(crate) fn new(redis: Redis) -> RedisEndedSessions {
+    pub(crate) fn new(redis: Redis, changes: Arc<Invalidations>) -> RedisEndedSessions {
         RedisEndedSessions {
             redis,
             local: Revocations::default(),
             recently_checked: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
-                .time_to_live(RECHECK)
+                .time_to_live(TRUSTED)
                 .build(),
+            changes,
             skip_until: std::sync::Mutex::new(None),
         }
     }
@@ -66,8 +74,11 @@ impl EndedSessions for RedisEndedSessions {
             .arg(until)
             .arg("PX")
             .arg((until - now).saturating_mul(1000));
-        if let Err(e) = self.redis.query::<()>("ended_set", &set).await {
-            tracing::warn!(error = %e, "cannot share a sign-out; other replicas see it once Redis is back only if signed out again");
+        match self.redis.query::<()>("ended_set", &set).await {
+            Ok(()) => self.changes.announce(&d).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot share a sign-out; other replicas see it once Redis is back only if signed out again")
+            }
         }
     }
 
@@ -79,18 +90,24 @@ impl EndedSessions for RedisEndedSessions {
             return true;
         }
         let d = digest(sid);
-        if self.recently_checked.contains_key(&d) || self.redis_skipped() {
+        self.changes.listen();
+        let believed = self.recently_checked.get(&d).is_some_and(|at| {
+            !self.changes.changed_since(&d, at)
+                && (at.elapsed() < RECHECK || self.changes.current(&d, at))
+        });
+        if believed || self.redis_skipped() {
             return false;
         }
         let mut get = redis::cmd("GET");
         get.arg(self.key(&d));
+        let asked = Instant::now();
         match self.redis.query::<Option<u64>>("ended_get", &get).await {
             Ok(Some(until)) => {
                 self.local.revoke_digest(d, until, now);
                 now < until
             }
             Ok(None) => {
-                self.recently_checked.insert(d, ());
+                self.recently_checked.insert(d, asked);
                 false
             }
             Err(e) => {
@@ -108,13 +125,18 @@ mod tests {
     use super::*;
     use crate::replicas::test_server::TestRedis;
 
+    fn replica(redis: Redis) -> RedisEndedSessions {
+        let changes = Arc::new(Invalidations::new(redis.clone()));
+        RedisEndedSessions::new(redis, changes)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_end_on_one_replica_holds_on_another_within_the_recheck() {
         let server = TestRedis::start().await;
         let cfg = server.config();
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-        let a = RedisEndedSessions::new(Redis::new(&cfg, metrics.clone()).unwrap());
-        let b = RedisEndedSessions::new(Redis::new(&cfg, metrics.clone()).unwrap());
+        let a = replica(Redis::new(&cfg, metrics.clone()).unwrap());
+        let b = replica(Redis::new(&cfg, metrics.clone()).unwrap());
         let sid = crate::random::token();
         assert!(!b.is_ended(&sid, 100).await, "B has seen it live (cached)");
         a.end(&sid, 1_000, 100).await;
@@ -158,7 +180,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_down_ends_nothing_and_keeps_local_ends() {
         let server = TestRedis::start().await;
-        let ended = RedisEndedSessions::new(server.client());
+        let ended = replica(server.client());
         drop(server);
         let sid = crate::random::token();
         assert!(

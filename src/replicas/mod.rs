@@ -4,6 +4,7 @@
 
 mod conn;
 mod ended;
+mod invalidate;
 mod refresh;
 mod replay;
 mod sessions;
@@ -12,6 +13,7 @@ mod test_server;
 
 pub(crate) use conn::{Redis, RedisError, RedisSetupError};
 pub(crate) use ended::RedisEndedSessions;
+pub(crate) use invalidate::Invalidations;
 pub(crate) use refresh::RedisRefresher;
 pub(crate) use replay::RedisReplayGuard;
 pub(crate) use sessions::RedisSessionStore;

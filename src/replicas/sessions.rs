@@ -5,9 +5,11 @@
 //!
 //! Key: `session:<sha256(id)>`, expiring with the session. A refresh re-saves the session
 //! under the same id and key, so copies of the pre-refresh cookie open the new tokens.
-//! Each replica keeps the sessions it opened for [`FRESH`] without asking Redis again
-//! (no round trip per request), so a sign-out on another replica holds here within
-//! [`FRESH`]; when Redis cannot be asked, a session opened before keeps working while
+//! Each replica keeps the sessions it opened without asking Redis again (no round trip
+//! per request): for [`FRESH`], or up to [`TRUSTED`] while it provably hears every change
+//! the replicas announce over pub/sub (sign-out, revoke, refresh; `invalidate.rs`), so a
+//! sign-out on another replica holds here at once, and within [`FRESH`] when the
+//! announcements cannot be heard; when Redis cannot be asked, a session opened before keeps working while
 //! its record here lasts ([`STALE_OK`]): a store outage is never a logout.
 //!
 //! Index: `user:<sha256(sub)>`, a hash with one field per session (`<sha256(id)>`: when
@@ -16,6 +18,7 @@
 //! operator can list a user's sessions and end them all (reading their refresh tokens to
 //! revoke them); a Redis dump alone still opens nothing.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -23,12 +26,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::invalidate::Invalidations;
 use super::Redis;
 use crate::session::revoked::digest;
 use crate::session::{Keyring, Purpose, Session, SessionStore, SessionSummary, StoreError};
 
-/// How long an opened session is used without asking Redis again.
+/// How long an opened session is used without asking Redis again, at least.
 pub(crate) const FRESH: Duration = Duration::from_millis(500);
+/// How long, at most, while the replica provably hears every announced change
+/// (`invalidate.rs`).
+pub(crate) const TRUSTED: Duration = Duration::from_secs(30);
 /// How long an opened session may stand in while Redis cannot be asked.
 pub(crate) const STALE_OK: Duration = Duration::from_secs(3600);
 
@@ -87,18 +94,32 @@ pub(crate) struct RedisSessionStore {
     opened: moka::sync::Cache<[u8; 32], Opened>,
     /// Seals each session's key in the index (from `session.secrets`).
     index_keys: Keyring,
+    /// Changes announced by the replicas (this one included).
+    changes: Arc<Invalidations>,
 }
 
 impl RedisSessionStore {
-    pub(crate) fn new(redis: Redis, secrets: &[Vec<u8>]) -> RedisSessionStore {
+    pub(crate) fn new(
+        redis: Redis,
+        secrets: &[Vec<u8>],
+        changes: Arc<Invalidations>,
+    ) -> RedisSessionStore {
         RedisSessionStore {
-            redis,
             opened: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(STALE_OK)
                 .build(),
             index_keys: Keyring::new(Purpose::SessionIndex, secrets),
+            changes,
+            redis,
         }
+    }
+
+    /// Whether a copy opened at `o.at` may be used without asking Redis.
+    fn usable(&self, d: &[u8; 32], o: &Opened) -> bool {
+        let age = o.at.elapsed();
+        !self.changes.changed_since(d, o.at)
+            && (age < FRESH || (age < TRUSTED && self.changes.current(d, o.at)))
     }
 
     fn key(&self, d: &[u8; 32]) -> String {
@@ -112,12 +133,13 @@ impl RedisSessionStore {
         )
     }
 
-    fn remember(&self, d: [u8; 32], session: &Session, seen: u64) {
+    /// Keeps `session`, read (or written) from Redis at `at`.
+    fn remember(&self, d: [u8; 32], session: &Session, at: Instant, seen: u64) {
         self.opened.insert(
             d,
             Opened {
                 session: session.clone(),
-                at: Instant::now(),
+                at,
                 seen,
             },
         );
@@ -249,10 +271,13 @@ impl SessionStore for RedisSessionStore {
             self.opened.invalidate(&d);
             return Err(StoreError::Ended);
         }
-        if !again {
+        if again {
+            // Other replicas' copies hold the old tokens.
+            self.changes.announce(&d).await;
+        } else {
             self.index(session, &d, &secret).await?;
         }
-        self.remember(d, session, unix_now());
+        self.remember(d, session, Instant::now(), unix_now());
         let ticket = Ticket {
             i: session.sid.clone(),
             k: URL_SAFE_NO_PAD.encode(&secret),
@@ -273,13 +298,15 @@ impl SessionStore for RedisSessionStore {
                 .with_label_values(&[result])
                 .inc()
         };
-        if let Some(o) = cached.as_ref().filter(|o| o.at.elapsed() < FRESH) {
+        self.changes.listen();
+        if let Some(o) = cached.as_ref().filter(|o| self.usable(&d, o)) {
             counted("hit");
             return Ok(Some(o.session.clone()).filter(|s| s.is_live(now)));
         }
         let key = self.key(&d);
         let mut get = redis::cmd("GET");
         get.arg(&key);
+        let read_at = Instant::now();
         let sealed = match self
             .redis
             .query::<Option<String>>("session_get", &get)
@@ -321,7 +348,7 @@ impl SessionStore for RedisSessionStore {
                 Err(e) => tracing::debug!(error = %e, "could not record a session as seen"),
             }
         }
-        self.remember(d, &session, seen);
+        self.remember(d, &session, read_at, seen);
         Ok(Some(session).filter(|s| s.is_live(now)))
     }
 
@@ -336,8 +363,9 @@ impl SessionStore for RedisSessionStore {
         self.redis
             .query::<i64>("session_del", &del)
             .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.changes.announce(&d).await;
+        Ok(())
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -408,6 +436,7 @@ impl SessionStore for RedisSessionStore {
                 .await
                 .map_err(unavailable)?;
             self.opened.invalidate(&d);
+            self.changes.announce(&d).await;
             let session = sealed.and_then(|v| {
                 let secret = self.index_keys.open(&field, &e.key).ok()?;
                 open(&key, &v, secret)
@@ -441,10 +470,16 @@ mod tests {
     use super::*;
     use crate::replicas::test_server::TestRedis;
 
+    /// A replica's store on `redis`.
+    fn store_on(redis: Redis) -> RedisSessionStore {
+        let changes = Arc::new(Invalidations::new(redis.clone()));
+        RedisSessionStore::new(redis, &[b"test secret".to_vec()], changes)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_redis_store_meets_the_contract() {
         let server = TestRedis::start().await;
-        let store = RedisSessionStore::new(server.client(), &[b"test secret".to_vec()]);
+        let store = store_on(server.client());
         crate::session::store::tests::contract(&store).await;
     }
 
@@ -457,7 +492,7 @@ mod tests {
             let replica = || {
                 let redis =
                     Redis::new(&cfg, std::sync::Arc::new(crate::metrics::Metrics::new())).unwrap();
-                RedisSessionStore::new(redis, &[b"test secret".to_vec()])
+                store_on(redis)
             };
             let (store, other_replica) = (replica(), replica());
             let now = unix_now();
@@ -533,10 +568,67 @@ mod tests {
         }
     }
 
+    /// Replica B keeps using its copy without asking Redis while it hears the
+    /// announcements; a sign-out on A is heard at once, well within FRESH.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sign_out_elsewhere_is_heard_at_once_and_copies_last_while_heard() {
+        for server in [TestRedis::start().await, TestRedis::cluster().await] {
+            let cfg = server.config();
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+            let replica =
+                |m: std::sync::Arc<crate::metrics::Metrics>| store_on(Redis::new(&cfg, m).unwrap());
+            let a = replica(std::sync::Arc::new(crate::metrics::Metrics::new()));
+            let b = replica(metrics.clone());
+            let now = unix_now();
+            let s = crate::session::store::tests::session(now + 3600);
+            let payload = a.save(&s, None).await.unwrap();
+            assert!(b.load(&payload, now).await.unwrap().is_some());
+            let d = digest(&s.sid);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !b.usable(&d, &b.opened.get(&d).unwrap())
+                || !b.changes.current(&d, b.opened.get(&d).unwrap().at)
+            {
+                assert!(Instant::now() < deadline, "B never heard its own heartbeat");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Re-read so the copy postdates the subscription.
+                b.opened.invalidate(&d);
+                assert!(b.load(&payload, now).await.unwrap().is_some());
+            }
+            let gets = || {
+                metrics
+                    .redis_commands
+                    .with_label_values(&["session_get", "ok"])
+                    .get()
+            };
+            let before = gets();
+            let held = Instant::now();
+            while held.elapsed() < FRESH * 3 {
+                assert!(b.load(&payload, now).await.unwrap().is_some());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                gets(),
+                before,
+                "no Redis read while the copy is provably current"
+            );
+
+            a.remove(&payload).await.unwrap();
+            let ended = Instant::now();
+            while b.load(&payload, now).await.unwrap().is_some() {
+                assert!(
+                    ended.elapsed() < FRESH / 2,
+                    "B still uses its copy {:?} after the sign-out",
+                    ended.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_redis_store_meets_the_contract_on_a_cluster_and_behind_sentinel() {
         for server in [TestRedis::cluster().await, TestRedis::sentinel().await] {
-            let store = RedisSessionStore::new(server.client(), &[b"test secret".to_vec()]);
+            let store = store_on(server.client());
             crate::session::store::tests::contract(&store).await;
         }
     }
@@ -546,7 +638,7 @@ mod tests {
         let server = TestRedis::start().await;
         let cfg = server.config();
         let redis = Redis::new(&cfg, std::sync::Arc::new(crate::metrics::Metrics::new())).unwrap();
-        let store = RedisSessionStore::new(redis.clone(), &[b"test secret".to_vec()]);
+        let store = store_on(redis.clone());
         let mut s = crate::session::store::tests::session(unix_now() + 3600);
         s.access_token = format!("at-secret-{}", crate::random::token());
         s.refresh_token = Some(format!("rt-secret-{}", crate::random::token()));
@@ -583,12 +675,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_down_keeps_opened_sessions_and_refuses_unknown_ones() {
         let server = TestRedis::start().await;
-        let store = RedisSessionStore::new(server.client(), &[b"test secret".to_vec()]);
+        let store = store_on(server.client());
         let s = crate::session::store::tests::session(unix_now() + 3600);
         let payload = store.save(&s, None).await.unwrap();
         let mut unseen = s.clone();
         unseen.sid = crate::random::token();
-        let other = RedisSessionStore::new(server.client(), &[b"test secret".to_vec()]);
+        let other = store_on(server.client());
         let unseen_payload = other.save(&unseen, None).await.unwrap();
         drop(server);
         assert_eq!(

@@ -85,12 +85,15 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
     if let Some(rc) = &config.redis {
         let redis = crate::replicas::Redis::new(rc, metrics.clone())?;
         let redis_for_store = redis.clone();
+        // One subscription per replica hears the others' sign-outs, revokes and refreshes.
+        let changes = Arc::new(crate::replicas::Invalidations::new(redis.clone()));
         shared = shared
             .with_replay(Arc::new(crate::replicas::RedisReplayGuard::new(
                 redis.clone(),
             )))
             .with_ended(Arc::new(crate::replicas::RedisEndedSessions::new(
                 redis.clone(),
+                changes.clone(),
             )))
             .with_refresh(Arc::new(crate::replicas::RedisRefresher::new(
                 redis,
@@ -102,6 +105,7 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
             shared = shared.with_store(Arc::new(crate::replicas::RedisSessionStore::new(
                 redis_for_store,
                 &config.session.secrets,
+                changes,
             )));
         }
         tracing::info!(key_prefix = %rc.key_prefix, store = ?config.session.store, "login states, refreshes and sign-outs are shared by the replicas (redis)");
