@@ -158,6 +158,11 @@ impl RedisServer {
         command(self.port, args).await
     }
 
+    /// One command; the whole answer as it came (RESP text), or `None`.
+    pub async fn command_all(&self, args: &[&str]) -> Option<String> {
+        info(self.port, args).await
+    }
+
     /// The keys matching `pattern` (`KEYS`, for tests only).
     pub async fn keys(&self, pattern: &str) -> Vec<String> {
         let answer = info(self.port, &["KEYS", pattern])

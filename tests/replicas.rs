@@ -877,3 +877,82 @@ async fn a_replica_killed_while_holding_the_lease_leaves_no_session_stuck() {
     assert_eq!(stats.event("family_revoked"), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every key and value the replicas wrote in Redis, as text (hashes field by field).
+async fn redis_dump(redis: &RedisServer, prefix: &str) -> String {
+    let mut dump = String::new();
+    for key in redis.keys(&format!("{prefix}*")).await {
+        let kind = redis.command(&["TYPE", &key]).await.unwrap();
+        let value = match kind.as_str() {
+            "+string" => redis.command_all(&["GET", &key]).await,
+            "+hash" => redis.command_all(&["HGETALL", &key]).await,
+            other => panic!("{key}: unexpected type {other}"),
+        };
+        dump.push_str(&format!("{key} = {}\n", value.unwrap()));
+    }
+    dump
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_issued_token_is_in_redis_in_clear_after_a_full_session() {
+    let redis = RedisServer::start().await;
+    let rig = rig_with(
+        |e| e.access_token_ttl = std::time::Duration::from_secs(120),
+        |s| {
+            s.extra = redis.toml("lg-scan:");
+            s.session_extra = "store = \"redis\"".into();
+        },
+    )
+    .await;
+    let (b_gw, b_port) = replica_of(&rig).await;
+    let mut ada = Browser::new(&rig.url(""));
+    ada.login("/", rig.em.url(), "ada").await;
+    let mut grace = Browser::new(&rig.url(""));
+    grace.login("/", rig.em.url(), "grace").await;
+    let cookie = ada.jar.header_for("/");
+    let mut access = std::collections::HashSet::new();
+    let (_, bearer) = on(b_port, &cookie, "/before").await;
+    access.insert(bearer.unwrap());
+    // A refresh raced over both replicas (a lease, a stored outcome), then a sign-out.
+    rig.gw.gateway().shared.clock.advance(120);
+    b_gw.gateway().shared.clock.advance(120);
+    let (a, b) = tokio::join!(
+        on(rig.setup.port, &cookie, "/refresh-a"),
+        on(b_port, &cookie, "/refresh-b")
+    );
+    for (status, bearer) in [a, b] {
+        assert_eq!(status, StatusCode::OK);
+        access.insert(bearer.unwrap());
+    }
+    assert_eq!(rig.em.stats().grant("refresh_token", "ok"), 1);
+    let dump = redis_dump(&redis, "lg-scan:").await;
+    assert!(dump.contains("lg-scan:session:"), "{dump}");
+    assert!(
+        dump.contains("lg-scan:refresh:"),
+        "the shared outcome: {dump}"
+    );
+    assert!(dump.contains("lg-scan:user:"), "{dump}");
+    sign_out(&rig, &mut grace).await;
+    let dump = format!("{dump}{}", redis_dump(&redis, "lg-scan:").await);
+
+    let refresh = rig.em.issued_refresh_tokens();
+    assert!(refresh.len() >= 3, "two logins and a rotation: {refresh:?}");
+    let access: Vec<String> = access
+        .iter()
+        .map(|b| b.trim_start_matches("Bearer ").to_string())
+        .collect();
+    assert_eq!(access.len(), 2, "before and after the refresh");
+    for token in access.iter().chain(&refresh) {
+        assert!(!dump.contains(token.as_str()), "{token} in Redis:\n{dump}");
+        // Nor a recognisable piece of one (a JWT's payload, say).
+        for part in token.split('.').filter(|p| p.len() >= 16) {
+            assert!(!dump.contains(part), "a part of {token} in Redis:\n{dump}");
+        }
+    }
+    for user in ["ada", "grace"] {
+        assert!(
+            !dump.contains(&format!("\"{user}\"")),
+            "{user} named in Redis:\n{dump}"
+        );
+    }
+}

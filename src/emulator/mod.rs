@@ -241,6 +241,12 @@ impl EmulatorHandle {
         self.shared.clock.advance(by.as_secs());
     }
 
+    /// Every refresh token this emulator has issued, rotated ones included (for tests
+    /// that look for tokens where none may be).
+    pub fn issued_refresh_tokens(&self) -> Vec<String> {
+        self.shared.store().refresh_tokens()
+    }
+
     /// Makes the token endpoint wait `by` before it looks at a request (zero: answer at
     /// once), as a slow or overloaded school would.
     pub fn set_token_delay(&self, by: Duration) {

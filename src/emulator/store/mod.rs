@@ -68,6 +68,11 @@ impl Store {
         &self.settings
     }
 
+    /// Every refresh token issued (rotated ones included).
+    pub(super) fn refresh_tokens(&self) -> Vec<String> {
+        self.refresh.keys().cloned().collect()
+    }
+
     /// Forgets expired requests, codes and access tokens every few hundred inserts.
     /// Refresh tokens and families are kept for the process lifetime (about 100 bytes per
     /// login or refresh): a replay must be caught however late it comes.
