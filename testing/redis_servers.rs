@@ -34,6 +34,13 @@ impl RedisServer {
             .map(|s| s.to_string())
             .collect();
         args.extend(["--save", "", "--appendonly", "no"].map(String::from));
+        // A replica writes the RDB it syncs from; never into the working directory.
+        args.extend([
+            "--dir".to_string(),
+            std::env::temp_dir().display().to_string(),
+            "--dbfilename".to_string(),
+            format!("loopgate-test-{port}.rdb"),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let server = RedisServer {
             child: spawn(&args),
@@ -181,6 +188,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let rdb = std::env::temp_dir().join(format!("loopgate-test-{}.rdb", self.port));
+        let _ = std::fs::remove_file(rdb);
     }
 }
 

@@ -215,6 +215,11 @@ async fn a_refresh_storm_over_three_replicas_spends_the_token_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_over_three_replicas_with_the_redis_store_spends_the_token_once() {
+    storm_across(3, "redis", Shared::Server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_storm_with_loopwise_slower_than_the_lease_spends_the_token_once() {
     // 2.5 s: longer than the 2 s lease (the leader's renewals keep the other replica
     // waiting), shorter than the tests' loopwise.timeout (3 s).
