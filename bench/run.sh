@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Loopgate benchmark: the gateway's cost per auth mode, as ratios measured in one run.
+# Loopgate benchmark: the gateway against nginx and a bare pingora proxy, and its cost
+# per auth mode, as ratios measured in one run.
 #
-# Starts the bench stack (emulator + fast upstream + gateway, release build) on loopback,
+# Starts on loopback, each in its own process so that CPU is counted per server:
+#   upstream     nginx (1 worker) answering "ok"; on /app and /api it answers 401
+#                unless the request carries one of the Bearer tokens the gateways
+#                inject, so every counted 2xx really came through with the right token
+#   nginx        nginx as a plain reverse proxy (2 workers, upstream keep-alive)
+#   bare         the smallest pingora proxy (examples/bare_proxy.rs, 2 threads)
+#   the stack    Loopgate (2 threads; emulator in the same process, idle while measured)
+#                and a second Loopgate keeping sessions in a local redis-server
 # then measures with wrk, interleaved over ROUNDS rounds:
-#   direct  the upstream itself
-#   public  a `public` route (the gateway as a plain proxy: the floor)
-#   login   a `login` route with a valid session cookie (cookie store)
-#   login_redis  the same with `session.store = "redis"` (a second gateway, on a local
-#           redis-server started here)
-#   api     an `api` route with a cached Bearer token
-# and finally the RSS after caching FILL distinct Bearer tokens.
-# Results go to stdout and bench/RESULTS.md (with the command that produced them).
+#   direct       the upstream itself (the physical limit)
+#   nginx, bare  the baselines
+#   public       a `public` route (Loopgate as a plain proxy)
+#   login        a `login` route with a valid session cookie (cookie store)
+#   login_redis  the same with `session.store = "redis"`
+#   api          an `api` route with a cached Bearer token
+# For each: req/s, p50/p99, server CPU µs per request (utime + stime of the measured
+# process(es) from /proc, over the requests wrk counted) and RSS; finally the RSS after
+# caching FILL distinct Bearer tokens. Results go to stdout and bench/RESULTS.md, with
+# the command that produced them.
 #
 # Usage: bench/run.sh            env: ROUNDS=3 DURATION=5s CONNS=32 FILL=100000
 set -euo pipefail
@@ -21,44 +31,110 @@ CONNS=${CONNS:-32}
 FILL=${FILL:-100000}
 
 scripts/ensure-deps build
-if ! command -v wrk >/dev/null 2>&1; then
+need() { # command, Debian package
+  command -v "$1" >/dev/null 2>&1 && return
   if [ "$(id -u)" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   else
-    echo "bench: wrk is missing; run: sudo apt-get install -y wrk" >&2
+    echo "bench: $1 is missing; run: sudo apt-get install -y $2" >&2
     exit 1
   fi
-fi
+}
+need wrk wrk
+need redis-server redis-server
+need nginx nginx
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "bench: redis-server is missing; run: sudo apt-get install -y redis-server" >&2
-    exit 1
-  fi
-fi
-
-cargo build --release --locked --example bench_stack
+cargo build --release --locked --example bench_stack --example bare_proxy
+bin="${CARGO_TARGET_DIR:-target}/release/examples"
 tmp=$(mktemp -d)
-stack_pid=
-redis_pid=
+pids=()
 cleanup() {
-  for pid in $stack_pid $redis_pid; do
+  for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-redis_port=$(( 20000 + RANDOM % 20000 ))
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 1 100); do
-  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-  sleep 0.1
-done
-RUST_LOG=warn "${CARGO_TARGET_DIR:-target}"/release/examples/bench_stack --env "$tmp/env" --redis "redis://127.0.0.1:$redis_port/0" 2>"$tmp/stack.log" &
+port() { echo $(( 20000 + RANDOM % 20000 )); }
+wait_port() { # port, what
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "bench: $2 did not start" >&2
+  exit 1
+}
+
+# nginx <name> <workers> <server block>: an nginx of its own under $tmp/<name>.
+nginx_run() {
+  local dir="$tmp/$1"
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+daemon off;
+worker_processes $2;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000;
+  # The upstream's map keys are whole Authorization headers (JWTs).
+  map_hash_bucket_size 2048;
+  $3
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" &
+  pids+=($!)
+}
+
+up_port=$(port)
+echo 'map $http_authorization $bearer_ok { default 0; }' >"$tmp/bearers.conf"
+nginx_run upstream 1 "
+  include $tmp/bearers.conf;
+  server {
+    listen 127.0.0.1:$up_port;
+    location ~ /echo-auth\$ { return 200 \"\$http_authorization\"; }
+    location = /app/x { if (\$bearer_ok = 0) { return 401; } return 200 \"ok\n\"; }
+    location = /api/x { if (\$bearer_ok = 0) { return 401; } return 200 \"ok\n\"; }
+    location / { return 200 \"ok\n\"; }
+  }"
+up_pid=${pids[-1]}
+wait_port "$up_port" "the upstream nginx"
+
+nginx_port=$(port)
+nginx_run proxy 2 "
+  upstream backend { server 127.0.0.1:$up_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }"
+nginx_pid=${pids[-1]}
+wait_port "$nginx_port" "the nginx proxy"
+
+bare_port=$(port)
+"$bin/bare_proxy" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$up_port" --threads 2 2>"$tmp/bare.log" &
+pids+=($!)
+bare_pid=$!
+wait_port "$bare_port" "the bare pingora proxy"
+
+redis_port=$(port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$redis_port" "redis-server"
+
+RUST_LOG=warn "$bin/bench_stack" --env "$tmp/env" --redis "redis://127.0.0.1:$redis_port/0" \
+  --upstream "127.0.0.1:$up_port" 2>"$tmp/stack.log" &
+pids+=($!)
 stack_pid=$!
 for _ in $(seq 1 300); do
   [ -s "$tmp/env" ] && break
@@ -69,43 +145,108 @@ done
 # shellcheck disable=SC1091
 . "$tmp/env"
 
-# wrk once; prints "<req/s> <p99 ms> <non-2xx>".
-measure() {
-  local url=$1; shift
-  wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$tmp/wrk.txt"
-  awk '
-    /Requests\/sec:/ { rps = $2 }
-    /^ +99%/ { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
-               p99 = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
-    /Non-2xx or 3xx responses:/ { bad = $NF }
-    END { printf "%s %.3f %d\n", rps, p99, bad + 0 }' "$tmp/wrk.txt"
+# The upstream accepts exactly the Bearer tokens the gateways inject: the session's
+# (learned through each gateway) and the API client's.
+login_bearer=$(curl -fsS -H "Cookie: $SESSION_COOKIE" "$GATEWAY/app/echo-auth")
+redis_bearer=$(curl -fsS -H "Cookie: $REDIS_SESSION_COOKIE" "$GATEWAY_REDIS/app/echo-auth")
+{
+  echo 'map $http_authorization $bearer_ok {'
+  echo '  default 0;'
+  for b in "$login_bearer" "$redis_bearer" "Bearer $BEARER"; do
+    echo "  \"$b\" 1;"
+  done
+  echo '}'
+} >"$tmp/bearers.conf"
+kill -HUP "$up_pid"
+checked=
+for _ in $(seq 1 100); do
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $SESSION_COOKIE" "$GATEWAY/app/x")" = 200 ] &&
+     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BEARER" "$GATEWAY/api/x")" = 200 ]; then
+    checked=1
+    break
+  fi
+  sleep 0.1
+done
+[ -n "$checked" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$up_port/api/x")" = 401 ] \
+  || { echo "bench: the upstream's Bearer check is not in place" >&2; cat "$tmp/upstream/logs/error.log" >&2; exit 1; }
+
+CLK_TCK=$(getconf CLK_TCK)
+# The process and its children (nginx workers).
+family() { echo "$1"; pgrep -P "$1" || true; }
+ticks() { # pids...: utime + stime
+  local t=0 p f
+  for p in "$@"; do
+    f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue
+    # After "comm)": field 3 is state, so utime/stime (14, 15) are words 12 and 13.
+    t=$(( t + $(echo "$f" | awk '{ print $12 + $13 }') ))
+  done
+  echo "$t"
+}
+rss_kib() { # pids...
+  local r=0 p
+  for p in "$@"; do
+    r=$(( r + $(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0) ))
+  done
+  echo "$r"
 }
 
-targets=(direct public login login_redis api)
-declare -A url=( [direct]="$UPSTREAM/x" [public]="$GATEWAY/public/x" [login]="$GATEWAY/app/x" [login_redis]="$GATEWAY_REDIS/app/x" [api]="$GATEWAY/api/x" )
-declare -A rps_sum p99_sum bad_sum
-for t in "${targets[@]}"; do rps_sum[$t]=0; p99_sum[$t]=0; bad_sum[$t]=0; done
+# wrk once against target $1 (url $2, measured pids in ${procs[$1]}); prints
+# "<req/s> <p50 ms> <p99 ms> <non-2xx> <cpu µs/req> <rss KiB>".
+measure() {
+  local t=$1 url=$2; shift 2
+  # shellcheck disable=SC2086
+  local who=$(family ${procs[$t]})
+  # shellcheck disable=SC2086
+  local before=$(ticks $who)
+  wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$tmp/wrk.txt"
+  # shellcheck disable=SC2086
+  local after=$(ticks $who) rss=$(rss_kib $who)
+  awk -v dt=$(( after - before )) -v hz="$CLK_TCK" -v rss="$rss" '
+    function ms(v,  u) { u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
+                         return (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
+    /Requests\/sec:/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    / requests in / { n = $1 }
+    /Non-2xx or 3xx responses:/ { bad = $NF }
+    END { printf "%s %.3f %.3f %d %.1f %d\n", rps, p50, p99, bad + 0, (n > 0 ? dt / hz * 1e6 / n : 0), rss }' "$tmp/wrk.txt"
+}
+
+targets=(direct nginx bare public login login_redis api)
+declare -A url=(
+  [direct]="http://127.0.0.1:$up_port/x" [nginx]="http://127.0.0.1:$nginx_port/x"
+  [bare]="http://127.0.0.1:$bare_port/x" [public]="$GATEWAY/public/x" [login]="$GATEWAY/app/x"
+  [login_redis]="$GATEWAY_REDIS/app/x" [api]="$GATEWAY/api/x"
+)
+declare -A procs=(
+  [direct]="$up_pid" [nginx]="$nginx_pid" [bare]="$bare_pid" [public]="$stack_pid"
+  [login]="$stack_pid" [login_redis]="$stack_pid" [api]="$stack_pid"
+)
+declare -A header=(
+  [login]="Cookie: $SESSION_COOKIE" [login_redis]="Cookie: $REDIS_SESSION_COOKIE"
+  [api]="Authorization: Bearer $BEARER"
+)
+run() { # target
+  if [ -n "${header[$1]:-}" ]; then measure "$1" "${url[$1]}" -H "${header[$1]}"; else measure "$1" "${url[$1]}"; fi
+}
+declare -A rps_sum p50_sum p99_sum bad_sum cpu_sum rss_max
+for t in "${targets[@]}"; do rps_sum[$t]=0; p50_sum[$t]=0; p99_sum[$t]=0; bad_sum[$t]=0; cpu_sum[$t]=0; rss_max[$t]=0; done
 
 # Warm-up (connections, caches), not recorded.
-measure "${url[login]}" -H "Cookie: $SESSION_COOKIE" >/dev/null
-measure "${url[login_redis]}" -H "Cookie: $REDIS_SESSION_COOKIE" >/dev/null
-measure "${url[api]}" -H "Authorization: Bearer $BEARER" >/dev/null
+for t in nginx bare login login_redis api; do run "$t" >/dev/null; done
 
 for round in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so no target always runs first or last.
   for i in "${!targets[@]}"; do
     t=${targets[$(( (i + round) % ${#targets[@]} ))]}
-    case $t in
-      login) out=$(measure "${url[$t]}" -H "Cookie: $SESSION_COOKIE") ;;
-      login_redis) out=$(measure "${url[$t]}" -H "Cookie: $REDIS_SESSION_COOKIE") ;;
-      api) out=$(measure "${url[$t]}" -H "Authorization: Bearer $BEARER") ;;
-      *) out=$(measure "${url[$t]}") ;;
-    esac
-    read -r rps p99 bad <<<"$out"
-    echo "round $round  $t  ${rps} req/s  p99 ${p99} ms  non-2xx ${bad}"
+    read -r rps p50 p99 bad cpu rss <<<"$(run "$t")"
+    echo "round $round  $t  ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  ${cpu} µs CPU/req  non-2xx ${bad}"
     rps_sum[$t]=$(awk -v a="${rps_sum[$t]}" -v b="$rps" 'BEGIN { print a + b }')
+    p50_sum[$t]=$(awk -v a="${p50_sum[$t]}" -v b="$p50" 'BEGIN { print a + b }')
     p99_sum[$t]=$(awk -v a="${p99_sum[$t]}" -v b="$p99" 'BEGIN { print a + b }')
+    cpu_sum[$t]=$(awk -v a="${cpu_sum[$t]}" -v b="$cpu" 'BEGIN { print a + b }')
     bad_sum[$t]=$(( ${bad_sum[$t]} + bad ))
+    [ "$rss" -gt "${rss_max[$t]}" ] && rss_max[$t]=$rss
   done
 done
 
@@ -114,25 +255,32 @@ rss_before=$(printf %s "$fill" | sed -n 's/.*"rss_before_kib":\([0-9]*\).*/\1/p'
 rss_after=$(printf %s "$fill" | sed -n 's/.*"rss_after_kib":\([0-9]*\).*/\1/p')
 fill_ok=$(printf %s "$fill" | sed -n 's/.*"ok":\([0-9]*\).*/\1/p')
 
-pub_rps=$(awk -v s="${rps_sum[public]}" -v n="$ROUNDS" 'BEGIN { print s / n }')
-pub_p99=$(awk -v s="${p99_sum[public]}" -v n="$ROUNDS" 'BEGIN { print s / n }')
-table="| target | req/s (mean of $ROUNDS) | p99 ms (mean) | vs public: throughput | vs public: p99 Δ ms | non-2xx |
-|---|---|---|---|---|---|"
+mean() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN { print s / n }'; }
+declare -A rps p50 p99 cpu
 for t in "${targets[@]}"; do
-  row=$(awk -v s="${rps_sum[$t]}" -v p="${p99_sum[$t]}" -v n="$ROUNDS" -v pr="$pub_rps" -v pp="$pub_p99" -v t="$t" -v bad="${bad_sum[$t]}" \
-    'BEGIN { r = s / n; q = p / n; printf "| %s | %.0f | %.3f | %.3f× | %+.3f | %d |", t, r, q, r / pr, q - pp, bad }')
+  rps[$t]=$(mean "${rps_sum[$t]}"); p50[$t]=$(mean "${p50_sum[$t]}")
+  p99[$t]=$(mean "${p99_sum[$t]}"); cpu[$t]=$(mean "${cpu_sum[$t]}")
+done
+table="| target | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | vs bare: req/s | vs bare: CPU | vs bare: p99 Δ ms | non-2xx |
+|---|---|---|---|---|---|---|---|---|---|"
+for t in "${targets[@]}"; do
+  row=$(awk -v t="$t" -v r="${rps[$t]}" -v a="${p50[$t]}" -v q="${p99[$t]}" -v c="${cpu[$t]}" -v m="${rss_max[$t]}" \
+    -v br="${rps[bare]}" -v bc="${cpu[bare]}" -v bq="${p99[bare]}" -v bad="${bad_sum[$t]}" \
+    'BEGIN { printf "| %s | %.0f | %.3f | %.3f | %.1f | %.0f | %.3f× | %.3f× | %+.3f | %d |", t, r, a, q, c, m / 1024, r / br, c / bc, q - bq, bad }')
   table="$table
 $row"
 done
-redis_vs_cookie=$(awk -v r="${rps_sum[login_redis]}" -v c="${rps_sum[login]}" 'BEGIN { printf "%.3f", r / c }')
-redis_cmds=$(redis-cli -p "$redis_port" info commandstats | awk -F'[=,:]' '/^cmdstat_/ { n += $3 } END { print n + 0 }')
-redis_line="Redis store: \`login_redis\` / \`login\` throughput $redis_vs_cookie× (target ≥ 0.85×); Redis served $redis_cmds commands over the whole run (each replica asks Redis about a session at most every 0.5 s, never per request)."
-rss_line="RSS of the stack process (gateway + emulator + upstream): $(( rss_before / 1024 )) MiB before, $(( rss_after / 1024 )) MiB after caching $fill_ok distinct Bearer tokens (+$(( (rss_after - rss_before) / 1024 )) MiB)."
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+ratios="- Loopgate \`public\` / bare pingora: CPU per request $(ratio "${cpu[public]}" "${cpu[bare]}")× (target ≤ 1.10×), throughput $(ratio "${rps[public]}" "${rps[bare]}")×.
+- Auth modes / \`public\`, CPU per request: \`login\` $(ratio "${cpu[login]}" "${cpu[public]}")×, \`login_redis\` $(ratio "${cpu[login_redis]}" "${cpu[public]}")×, \`api\` $(ratio "${cpu[api]}" "${cpu[public]}")×; vs bare pingora: \`login\` $(ratio "${cpu[login]}" "${cpu[bare]}")×, \`api\` $(ratio "${cpu[api]}" "${cpu[bare]}")× (target ≤ 1.25×).
+- Loopgate / nginx throughput: \`public\` $(ratio "${rps[public]}" "${rps[nginx]}")× (moonshot ≥ 0.6×), \`login\` $(ratio "${rps[login]}" "${rps[nginx]}")×, \`api\` $(ratio "${rps[api]}" "${rps[nginx]}")×; bare pingora / nginx $(ratio "${rps[bare]}" "${rps[nginx]}")×.
+- Redis store: \`login_redis\` / \`login\` throughput $(ratio "${rps[login_redis]}" "${rps[login]}")× (target ≥ 0.85×); Redis served $(redis-cli -p "$redis_port" info commandstats | awk -F'[=,:]' '/^cmdstat_/ { n += $3 } END { print n + 0 }') commands over the whole run (a replica asks Redis about a session it opened at most every 0.5 s, or 30 s while it hears the replicas' announcements; never per request)."
+rss_line="RSS of the stack process (two gateways + emulator): $(( rss_before / 1024 )) MiB before, $(( rss_after / 1024 )) MiB after caching $fill_ok distinct Bearer tokens: +$(( (rss_after - rss_before) / 1024 )) MiB, $(awk -v a="$rss_before" -v b="$rss_after" -v n="$fill_ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') bytes per cached validation (target ≤ 300)."
 
 echo
 echo "$table"
 echo
-echo "$redis_line"
+echo "$ratios"
 echo
 echo "$rss_line"
 
@@ -141,25 +289,30 @@ cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL bench/run.sh"
   echo "# Benchmark results"
   echo
   echo "Produced by \`$cmd\` on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(uname -sm)),"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown). wrk: 1 thread, $CONNS connections,"
-  echo "$DURATION per measurement; targets interleaved over $ROUNDS rounds; everything on loopback,"
-  echo "sharing the same CPUs (load generator, gateway, upstream, emulator)."
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nginx -v 2>&1 | sed 's/^nginx version: //'). wrk: 1 thread, $CONNS connections,"
+  echo "$DURATION per measurement; targets interleaved over $ROUNDS rounds (means; RSS: the largest seen);"
+  echo "everything on loopback, sharing the same CPUs (load generator, servers, upstream)."
   echo
   echo "$table"
   echo
-  echo "$redis_line"
+  echo "$ratios"
   echo
   echo "$rss_line"
   echo
-  echo "How to read it: \`public\` is the gateway as a plain proxy, the floor for the auth"
-  echo "modes; \`login\` opens and checks the sealed session cookie (AES-256-GCM) and injects"
-  echo "the Bearer and identity headers; \`login_redis\` does the same with the session kept in"
-  echo "Redis (the cookie holds an id and a key; the session opened is kept 0.5 s per replica);"
-  echo "a refresh storm across replicas costs one Loopwise call (tests/replicas.rs);"
-  echo "\`api\` hashes the client's token (SHA-256) and serves"
-  echo "its validation from the moka cache. The gateway runs 2 worker threads. The bench stack"
-  echo "validates Bearer tokens locally (\`loopwise.jwt_secret\`), so filling the cache with"
-  echo "$FILL tokens needs no Loopwise round-trips; cached entries are the same in every mode."
+  echo "How to read it: \`direct\` is the upstream nginx itself, the physical limit; \`nginx\` is"
+  echo "nginx as a plain reverse proxy (2 workers, upstream keep-alive) and \`bare\` the smallest"
+  echo "pingora proxy (\`examples/bare_proxy.rs\`, same pingora and thread count as Loopgate):"
+  echo "pingora's own floor. \`public\` is Loopgate as a plain proxy; \`login\` opens and checks"
+  echo "the sealed session cookie (AES-256-GCM) and injects the Bearer and identity headers;"
+  echo "\`login_redis\` does the same with the session kept in Redis (the cookie holds an id and"
+  echo "a key); \`api\` hashes the client's token (SHA-256) and serves its validation from the"
+  echo "moka cache. CPU per request is utime + stime of the measured server's processes (for"
+  echo "Loopgate the stack process, whose emulator is idle meanwhile) over the requests wrk"
+  echo "counted. The upstream answers 401 on \`/app\` and \`/api\` without the expected Bearer, so"
+  echo "every counted 2xx came through with the right token. A refresh storm across replicas"
+  echo "costs one Loopwise call (tests/replicas.rs). The bench stack validates Bearer tokens"
+  echo "locally (\`loopwise.jwt_secret\`), so filling the cache with $FILL tokens needs no"
+  echo "Loopwise round-trips."
 } > bench/RESULTS.md
 echo
 echo "written to bench/RESULTS.md"

@@ -1,5 +1,5 @@
-//! The benchmark stack (used by `bench/run.sh`): emulator + a fast upstream + the gateway,
-//! in one process on loopback. It logs in, mints a Bearer token, writes what the load
+//! The benchmark stack (used by `bench/run.sh`): emulator + the gateway (and a fast
+//! upstream of its own unless `--upstream ADDR` names one), in one process on loopback. It logs in, mints a Bearer token, writes what the load
 //! generator needs to `--env FILE` as shell variables, then serves until killed.
 //!
 //! `POST http://$CONTROL/fill?n=100000` makes it send n requests with n distinct valid
@@ -148,7 +148,7 @@ async fn main() {
     let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
     let env_file: PathBuf = arg("--env")
         .map(PathBuf::from)
-        .expect("usage: bench_stack --env FILE [--redis URL]");
+        .expect("usage: bench_stack --env FILE [--redis URL] [--upstream ADDR]");
     // A second gateway, the same but keeping sessions in this Redis.
     let redis_url = arg("--redis");
     let gw_addr = free_addr();
@@ -174,7 +174,10 @@ async fn main() {
     })
     .await
     .unwrap();
-    let upstream = serve(Router::new().fallback(any(|| async { "ok\n" }))).await;
+    let upstream = match arg("--upstream") {
+        Some(a) => a.parse().expect("--upstream IP:PORT"),
+        None => serve(Router::new().fallback(any(|| async { "ok\n" }))).await,
+    };
     let secret = STANDARD.encode(loopgate::random::bytes::<32>());
     let toml = |gw_addr: std::net::SocketAddr, public_url: &str, client: &str, extra: &str| {
         format!(
