@@ -22,13 +22,15 @@
 # caching FILL distinct Bearer tokens. Results go to stdout and bench/RESULTS.md, with
 # the command that produced them.
 #
-# Usage: bench/run.sh            env: ROUNDS=3 DURATION=5s CONNS=32 FILL=100000
+# Usage: bench/run.sh            env: ROUNDS=3 DURATION=5s CONNS=32 FILL=100000 THREADS=2
+# (THREADS: worker threads of Loopgate and of the bare pingora proxy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-32}
 FILL=${FILL:-100000}
+THREADS=${THREADS:-2}
 
 scripts/ensure-deps build
 need() { # command, Debian package
@@ -122,7 +124,7 @@ nginx_pid=${pids[-1]}
 wait_port "$nginx_port" "the nginx proxy"
 
 bare_port=$(port)
-"$bin/bare_proxy" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$up_port" --threads 2 2>"$tmp/bare.log" &
+"$bin/bare_proxy" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$up_port" --threads "$THREADS" 2>"$tmp/bare.log" &
 pids+=($!)
 bare_pid=$!
 wait_port "$bare_port" "the bare pingora proxy"
@@ -133,7 +135,7 @@ pids+=($!)
 wait_port "$redis_port" "redis-server"
 
 RUST_LOG=warn "$bin/bench_stack" --env "$tmp/env" --redis "redis://127.0.0.1:$redis_port/0" \
-  --upstream "127.0.0.1:$up_port" 2>"$tmp/stack.log" &
+  --upstream "127.0.0.1:$up_port" --threads "$THREADS" 2>"$tmp/stack.log" &
 pids+=($!)
 stack_pid=$!
 for _ in $(seq 1 300); do
@@ -284,7 +286,7 @@ echo "$ratios"
 echo
 echo "$rss_line"
 
-cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL bench/run.sh"
+cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS bench/run.sh"
 {
   echo "# Benchmark results"
   echo
@@ -301,7 +303,8 @@ cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL bench/run.sh"
   echo
   echo "How to read it: \`direct\` is the upstream nginx itself, the physical limit; \`nginx\` is"
   echo "nginx as a plain reverse proxy (2 workers, upstream keep-alive) and \`bare\` the smallest"
-  echo "pingora proxy (\`examples/bare_proxy.rs\`, same pingora and thread count as Loopgate):"
+  echo "pingora proxy (\`examples/bare_proxy.rs\`, same pingora and thread count as Loopgate,"
+  echo "$THREADS; glibc malloc, as stock pingora — Loopgate uses mimalloc):"
   echo "pingora's own floor. \`public\` is Loopgate as a plain proxy; \`login\` opens and checks"
   echo "the sealed session cookie (AES-256-GCM) and injects the Bearer and identity headers;"
   echo "\`login_redis\` does the same with the session kept in Redis (the cookie holds an id and"

@@ -22,6 +22,10 @@ use loopgate::emulator::{ClientSpec, Emulator, EmulatorConfig};
 use loopgate::oauth::pkce::Verifier;
 use loopgate::server::GatewayHandle;
 
+/// The allocator the `loopgate` binary uses (src/main.rs), so the bench measures it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const JWT_SECRET: &str = "bench-jwt-secret-bench-jwt-secret";
 
 fn rss_kib() -> u64 {
@@ -148,7 +152,8 @@ async fn main() {
     let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
     let env_file: PathBuf = arg("--env")
         .map(PathBuf::from)
-        .expect("usage: bench_stack --env FILE [--redis URL] [--upstream ADDR]");
+        .expect("usage: bench_stack --env FILE [--redis URL] [--upstream ADDR] [--threads N]");
+    let threads: usize = arg("--threads").map_or(2, |t| t.parse().expect("--threads N"));
     // A second gateway, the same but keeping sessions in this Redis.
     let redis_url = arg("--redis");
     let gw_addr = free_addr();
@@ -185,7 +190,7 @@ async fn main() {
 [server]
 listen = "{gw_addr}"
 public_url = "{public_url}"
-threads = 2
+threads = {threads}
 admin_listen = "127.0.0.1:0"
 [loopwise]
 issuer = "{issuer}"

@@ -52,7 +52,7 @@ pub(crate) struct Ctx {
 fn request_id(headers: &http::HeaderMap) -> String {
     headers::client_request_id(headers)
         .map(str::to_string)
-        .unwrap_or_else(|| crate::hex::encode(&crate::random::bytes::<16>()))
+        .unwrap_or_else(|| crate::hex::encode(&crate::random::unique()))
 }
 
 pub(crate) struct LoopgateProxy {
