@@ -22,7 +22,12 @@
 # caching FILL distinct Bearer tokens. Results go to stdout and bench/RESULTS.md, with
 # the command that produced them.
 #
+# Then curves: throughput and p99 against concurrency (CURVE_CONNS) for nginx, bare
+# pingora and each Loopgate mode, CURVE_DURATION each, drawn with gnuplot into
+# docs/bench-throughput.svg and docs/bench-p99.svg (data in bench/curves.tsv).
+#
 # Usage: bench/run.sh            env: ROUNDS=3 DURATION=5s CONNS=32 FILL=100000 THREADS=2
+#                                     CURVE_CONNS="1 8 32 128 512" CURVE_DURATION=3s
 # (THREADS: worker threads of Loopgate and of the bare pingora proxy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +36,12 @@ DURATION=${DURATION:-5s}
 CONNS=${CONNS:-32}
 FILL=${FILL:-100000}
 THREADS=${THREADS:-2}
+CURVE_CONNS=${CURVE_CONNS:-1 8 32 128 512}
+CURVE_DURATION=${CURVE_DURATION:-3s}
 
 scripts/ensure-deps build
+# 512 connections through a proxy hold over 1 024 descriptors.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 need() { # command, Debian package
   command -v "$1" >/dev/null 2>&1 && return
   if [ "$(id -u)" -eq 0 ]; then
@@ -45,6 +54,7 @@ need() { # command, Debian package
 need wrk wrk
 need redis-server redis-server
 need nginx nginx
+need gnuplot gnuplot-nox
 
 cargo build --release --locked --example bench_stack --example bare_proxy
 bin="${CARGO_TARGET_DIR:-target}/release/examples"
@@ -257,6 +267,44 @@ rss_before=$(printf %s "$fill" | sed -n 's/.*"rss_before_kib":\([0-9]*\).*/\1/p'
 rss_after=$(printf %s "$fill" | sed -n 's/.*"rss_after_kib":\([0-9]*\).*/\1/p')
 fill_ok=$(printf %s "$fill" | sed -n 's/.*"ok":\([0-9]*\).*/\1/p')
 
+# (After the fill: the curves' 512 connections would leave the allocator holding memory
+# that the fill's RSS difference must not see.)
+# Curves: each target at each concurrency (one measurement each, interleaved by target).
+curve_targets=(nginx bare public login login_redis api)
+printf 'conns' >bench/curves.tsv
+for t in "${curve_targets[@]}"; do printf '\t%s_rps\t%s_p99' "$t" "$t" >>bench/curves.tsv; done
+echo >>bench/curves.tsv
+for c in $CURVE_CONNS; do
+  printf '%s' "$c" >>bench/curves.tsv
+  for t in "${curve_targets[@]}"; do
+    read -r rps _ p99 bad _ _ <<<"$(CONNS=$c DURATION=$CURVE_DURATION run "$t")"
+    echo "curve  $c conns  $t  ${rps} req/s  p99 ${p99} ms  non-2xx ${bad}"
+    printf '\t%s\t%s' "$rps" "$p99" >>bench/curves.tsv
+  done
+  echo >>bench/curves.tsv
+done
+plot() { # file, title, ylabel, column offset (1: req/s, 2: p99)
+  local series="" i=0
+  for t in "${curve_targets[@]}"; do
+    series="$series${series:+, }'bench/curves.tsv' using 1:$(( 2 + 2 * i + $4 - 1 )) with linespoints title '$t'"
+    i=$(( i + 1 ))
+  done
+  gnuplot <<GNUPLOT
+set terminal svg size 800,480 dynamic font 'sans,12'
+set output '$1'
+set title '$2'
+set xlabel 'concurrent connections (wrk -t1)'
+set ylabel '$3'
+set logscale x 2
+set key outside right
+set grid
+plot $series
+GNUPLOT
+}
+plot docs/bench-throughput.svg "Throughput against concurrency ($(nproc) CPUs, loopback)" "requests / s" 1
+plot docs/bench-p99.svg "p99 latency against concurrency ($(nproc) CPUs, loopback)" "p99 (ms)" 2
+
+
 mean() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN { print s / n }'; }
 declare -A rps p50 p99 cpu
 for t in "${targets[@]}"; do
@@ -286,7 +334,7 @@ echo "$ratios"
 echo
 echo "$rss_line"
 
-cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS bench/run.sh"
+cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS CURVE_CONNS=\"$CURVE_CONNS\" CURVE_DURATION=$CURVE_DURATION bench/run.sh"
 {
   echo "# Benchmark results"
   echo
@@ -300,6 +348,13 @@ cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS 
   echo "$ratios"
   echo
   echo "$rss_line"
+  echo
+  echo "Curves (\`CURVE_CONNS=\"$CURVE_CONNS\" CURVE_DURATION=$CURVE_DURATION\`, one measurement per point; data in"
+  echo "[\`curves.tsv\`](curves.tsv)):"
+  echo
+  echo "![throughput against concurrency](../docs/bench-throughput.svg)"
+  echo
+  echo "![p99 against concurrency](../docs/bench-p99.svg)"
   echo
   echo "How to read it: \`direct\` is the upstream nginx itself, the physical limit; \`nginx\` is"
   echo "nginx as a plain reverse proxy (2 workers, upstream keep-alive) and \`bare\` the smallest"
