@@ -32,8 +32,9 @@ async fn sign_out(rig: &Rig, user: &mut Browser) {
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.body);
 }
 
-/// A second replica of `rig`'s gateway: the same config and public URL, its own ports.
-async fn replica_of(rig: &Rig) -> (GatewayHandle, u16) {
+/// The setup of another replica of `rig`'s gateway: the same config and public URL,
+/// its own ports.
+fn replica_setup(rig: &Rig) -> Setup {
     let mut s = Setup::new(&rig.setup.issuer, rig.setup.app);
     s.public_url = rig.setup.public_url.clone();
     s.secrets = rig.setup.secrets.clone();
@@ -41,8 +42,39 @@ async fn replica_of(rig: &Rig) -> (GatewayHandle, u16) {
     s.server_extra = rig.setup.server_extra.clone();
     s.loopwise_extra = rig.setup.loopwise_extra.clone();
     s.session_extra = rig.setup.session_extra.clone();
+    s
+}
+
+/// A second replica of `rig`'s gateway, started in this process.
+async fn replica_of(rig: &Rig) -> (GatewayHandle, u16) {
+    let s = replica_setup(rig);
     let port = s.port;
     (s.start().await, port)
+}
+
+/// `s` shares `redis` (keys under `prefix`) and keeps its sessions there.
+fn with_redis_store(s: &mut Setup, redis: &RedisServer, prefix: &str) {
+    s.extra = redis.toml(prefix);
+    s.session_extra = "store = \"redis\"".into();
+}
+
+/// A copy of a session cookie sent to the replica on `port`: the status it gets, and
+/// the Bearer that reached the upstream.
+async fn on(port: u16, cookie: &str, path: &str) -> (StatusCode, Option<String>) {
+    let r = crate::common::http()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Option<serde_json::Value> = r.json().await.ok();
+    let bearer = body
+        .as_ref()
+        .and_then(|b| echoed(b, "authorization"))
+        .map(str::to_string);
+    (status, bearer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,28 +411,15 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_the_other_within_a_second
     let mut user = Browser::new(&rig.url(""));
     user.login("/", rig.em.url(), "ada").await;
     let copy = user.jar.header_for("/");
-    let on_b = |path: String| {
-        let copy = copy.clone();
-        async move {
-            crate::common::http()
-                .get(format!("http://127.0.0.1:{b_port}{path}"))
-                .header("cookie", copy)
-                .header("accept", "application/json")
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
     assert_eq!(
-        on_b("/before".into()).await,
+        on(b_port, &copy, "/before").await.0,
         StatusCode::OK,
         "B serves the session"
     );
     sign_out(&rig, &mut user).await;
     let signed_out = std::time::Instant::now();
     let mut n = 0;
-    while on_b(format!("/after/{n}")).await != StatusCode::UNAUTHORIZED {
+    while on(b_port, &copy, &format!("/after/{n}")).await.0 != StatusCode::UNAUTHORIZED {
         assert!(
             signed_out.elapsed() < std::time::Duration::from_secs(1),
             "the copied cookie still works on B after {:?}",
@@ -420,8 +439,7 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
     let rig = rig_with(
         |_| {},
         |s| {
-            s.extra = redis.toml("lg-store:");
-            s.session_extra = "store = \"redis\"".into();
+            with_redis_store(s, &redis, "lg-store:");
         },
     )
     .await;
@@ -434,30 +452,13 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
         "only an id and a key: {} bytes",
         copy.len()
     );
-    let on_b = |path: String| {
-        let copy = copy.clone();
-        async move {
-            let r = crate::common::http()
-                .get(format!("http://127.0.0.1:{b_port}{path}"))
-                .header("cookie", copy)
-                .header("accept", "application/json")
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let body: Option<serde_json::Value> = r.json().await.ok();
-            (status, body)
-        }
-    };
-    let (status, body) = on_b("/before".into()).await;
+    let (status, bearer) = on(b_port, &copy, "/before").await;
     assert_eq!(
         status,
         StatusCode::OK,
         "replica B opens the session from Redis"
     );
-    let bearer = echoed(body.as_ref().unwrap(), "authorization")
-        .unwrap()
-        .to_string();
+    let bearer = bearer.expect("a Bearer upstream");
     let token = bearer.trim_start_matches("Bearer ");
     assert!(!copy.contains(token), "the cookie carries no token");
     let dump = redis
@@ -485,7 +486,7 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
     );
     let signed_out = std::time::Instant::now();
     let mut n = 0;
-    while on_b(format!("/after/{n}")).await.0 != StatusCode::UNAUTHORIZED {
+    while on(b_port, &copy, &format!("/after/{n}")).await.0 != StatusCode::UNAUTHORIZED {
         assert!(
             signed_out.elapsed() < std::time::Duration::from_secs(1),
             "the copied cookie still works on B after {:?}",
@@ -505,8 +506,7 @@ async fn with_the_redis_store_down_known_sessions_work_and_others_get_a_clear_50
     let rig = rig_with(
         |_| {},
         |s| {
-            s.extra = redis.toml("lg-storedown:");
-            s.session_extra = "store = \"redis\"".into();
+            with_redis_store(s, &redis, "lg-storedown:");
         },
     )
     .await;
@@ -582,32 +582,13 @@ async fn admin(
     (status, r.text().await.unwrap(), headers)
 }
 
-/// A copy of a session cookie on replica B: the status it gets, and the Bearer upstream.
-async fn on(port: u16, cookie: &str, path: &str) -> (StatusCode, Option<String>) {
-    let r = crate::common::http()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .header("cookie", cookie)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: Option<serde_json::Value> = r.json().await.ok();
-    let bearer = body
-        .as_ref()
-        .and_then(|b| echoed(b, "authorization"))
-        .map(str::to_string);
-    (status, bearer)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_ends_every_session_of_a_user_on_every_replica() {
     let redis = RedisServer::start().await;
     let rig = rig_with(
         |_| {},
         |s| {
-            s.extra = redis.toml("lg-revoke:");
-            s.session_extra = "store = \"redis\"".into();
+            with_redis_store(s, &redis, "lg-revoke:");
             s.server_extra = format!("admin_token = \"{ADMIN_TOKEN}\"");
         },
     )
@@ -788,10 +769,7 @@ async fn a_replica_killed_while_holding_the_lease_leaves_no_session_stuck() {
     // Replica A: `loopgate run` in a process of its own, the same config, its own ports.
     let dir = std::env::temp_dir().join(format!("loopgate-kill-{}", rig.setup.port));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut a = Setup::new(&rig.setup.issuer, rig.setup.app);
-    a.public_url = rig.setup.public_url.clone();
-    a.secrets = rig.setup.secrets.clone();
-    a.extra = rig.setup.extra.clone();
+    let mut a = replica_setup(&rig);
     a.server_extra = format!(
         "upgrade_sock = \"{}\"\npid_file = \"{}\"\n",
         dir.join("upgrade.sock").display(),
@@ -904,8 +882,7 @@ async fn no_issued_token_is_in_redis_in_clear_after_a_full_session() {
     let rig = rig_with(
         |e| e.access_token_ttl = std::time::Duration::from_secs(120),
         |s| {
-            s.extra = redis.toml("lg-scan:");
-            s.session_extra = "store = \"redis\"".into();
+            with_redis_store(s, &redis, "lg-scan:");
         },
     )
     .await;

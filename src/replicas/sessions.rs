@@ -96,6 +96,10 @@ pub(crate) struct RedisSessionStore {
     index_keys: Keyring,
     /// Changes announced by the replicas (this one included).
     changes: Arc<Invalidations>,
+    /// `loopgate_session_cache_total` by result, resolved once (this is the hot path).
+    cache_hits: prometheus::IntCounter,
+    cache_misses: prometheus::IntCounter,
+    cache_stale: prometheus::IntCounter,
 }
 
 impl RedisSessionStore {
@@ -111,6 +115,9 @@ impl RedisSessionStore {
                 .build(),
             index_keys: Keyring::new(Purpose::SessionIndex, secrets),
             changes,
+            cache_hits: redis.metrics().session_cache.with_label_values(&["hit"]),
+            cache_misses: redis.metrics().session_cache.with_label_values(&["miss"]),
+            cache_stale: redis.metrics().session_cache.with_label_values(&["stale"]),
             redis,
         }
     }
@@ -291,16 +298,9 @@ impl SessionStore for RedisSessionStore {
         };
         let d = digest(&ticket.i);
         let cached = self.opened.get(&d).filter(|o| o.session.sid == ticket.i);
-        let counted = |result: &str| {
-            self.redis
-                .metrics()
-                .session_cache
-                .with_label_values(&[result])
-                .inc()
-        };
         self.changes.listen();
         if let Some(o) = cached.as_ref().filter(|o| self.usable(&d, o)) {
-            counted("hit");
+            self.cache_hits.inc();
             return Ok(Some(o.session.clone()).filter(|s| s.is_live(now)));
         }
         let key = self.key(&d);
@@ -321,7 +321,7 @@ impl SessionStore for RedisSessionStore {
             Err(e) => {
                 return match cached {
                     Some(o) => {
-                        counted("stale");
+                        self.cache_stale.inc();
                         tracing::debug!(error = %e, "redis unavailable; using the session opened before");
                         Ok(Some(o.session).filter(|s| s.is_live(now)))
                     }
@@ -329,7 +329,7 @@ impl SessionStore for RedisSessionStore {
                 };
             }
         };
-        counted("miss");
+        self.cache_misses.inc();
         let Some(session) = open(&key, &sealed, secret).filter(|s| s.sid == ticket.i) else {
             return Ok(None);
         };

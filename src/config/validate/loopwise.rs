@@ -84,23 +84,12 @@ impl Validator<'_> {
             .unwrap_or_default();
         let timeout = self.duration("loopwise.timeout", raw.timeout.as_deref(), "10s");
         let ca_file = self.path("loopwise.ca_file", raw.ca_file.as_deref(), true);
-        let jwt_secret = match &raw.jwt_secret {
-            None => None,
-            Some(src) => match src.resolve(self.env, self.base_dir) {
-                Ok(s) if s.expose().len() >= 16 => Some(s),
-                Ok(_) => {
-                    self.err(
-                        "loopwise.jwt_secret",
-                        "is too short to be an HS256 secret (at least 16 bytes)",
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.err("loopwise.jwt_secret", e.to_string());
-                    None
-                }
-            },
-        };
+        let jwt_secret = self.secret(
+            "loopwise.jwt_secret",
+            raw.jwt_secret.as_ref(),
+            16,
+            "is too short to be an HS256 secret (at least 16 bytes)",
+        );
         let audience = match raw.audience {
             Some(a) if a.trim().is_empty() => {
                 self.invalid("loopwise.audience", &a, "must not be empty");

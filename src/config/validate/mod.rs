@@ -23,6 +23,28 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// The secret `key` reads from its source, if given: at least `min_len` bytes, else
+    /// `too_short` is the error (the value itself is never repeated).
+    pub(super) fn secret(
+        &mut self,
+        key: &str,
+        src: Option<&crate::secret::SecretSource>,
+        min_len: usize,
+        too_short: &str,
+    ) -> Option<crate::secret::Secret> {
+        match src?.resolve(self.env, self.base_dir) {
+            Ok(s) if s.expose().len() >= min_len => Some(s),
+            Ok(_) => {
+                self.err(key, too_short);
+                None
+            }
+            Err(e) => {
+                self.err(key, e.to_string());
+                None
+            }
+        }
+    }
+
     pub(super) fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             key: key.into(),

@@ -6,11 +6,6 @@ use crate::config::{RedisConfig, RedisTarget};
 
 impl Validator<'_> {
     pub(super) fn redis(&mut self, raw: raw::RawRedis) -> Option<RedisConfig> {
-        let given = [
-            raw.url.is_some(),
-            raw.sentinel.is_some(),
-            raw.cluster.is_some(),
-        ];
         let target = match (raw.url, raw.sentinel, raw.cluster) {
             (Some(url), None, None) => RedisTarget::Url(self.redis_url("redis.url", &url)?),
             (None, Some(s), None) => {
@@ -30,7 +25,7 @@ impl Validator<'_> {
             (None, None, Some(seeds)) => {
                 RedisTarget::Cluster(self.redis_urls("redis.cluster", seeds))
             }
-            _ if given.iter().all(|g| !g) => {
+            (None, None, None) => {
                 self.err(
                     "redis.url",
                     "is required (or redis.sentinel, or redis.cluster), e.g. \"redis://127.0.0.1:6379/0\" (rediss:// for TLS)",
@@ -53,16 +48,7 @@ impl Validator<'_> {
             }
         }
         let tls = target.tls();
-        let password = match raw.password {
-            None => None,
-            Some(src) => match src.resolve(self.env, self.base_dir) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    self.err("redis.password", e.to_string());
-                    None
-                }
-            },
-        };
+        let password = self.secret("redis.password", raw.password.as_ref(), 0, "");
         let ca_file = self.path("redis.ca_file", raw.ca_file.as_deref(), true);
         if ca_file.is_some() && !tls {
             self.err("redis.ca_file", "only applies to a rediss:// (TLS) url");

@@ -121,23 +121,12 @@ impl Validator<'_> {
                 SocketAddr::from(([127, 0, 0, 1], 9090))
             }
         };
-        let admin_token = match &raw.admin_token {
-            None => None,
-            Some(src) => match src.resolve(self.env, self.base_dir) {
-                Ok(s) if s.expose().len() >= 16 => Some(s),
-                Ok(_) => {
-                    self.err(
-                        "server.admin_token",
-                        "is too short: at least 16 characters (e.g. `loopgate gen-secret`)",
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.err("server.admin_token", e.to_string());
-                    None
-                }
-            },
-        };
+        let admin_token = self.secret(
+            "server.admin_token",
+            raw.admin_token.as_ref(),
+            16,
+            "is too short: at least 16 characters (e.g. `loopgate gen-secret`)",
+        );
         let header_timeout = self.duration(
             "server.header_timeout",
             raw.header_timeout.as_deref(),
