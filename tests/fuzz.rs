@@ -603,9 +603,10 @@ struct Totals {
     responses: usize,
     no_answer: usize,
     proxied_2xx: usize,
-    /// The X-Request-Id of every proxied 2xx answer (fuzz messages and probes): each
-    /// request the upstream parsed must match one, or be a late 400 (see `Answered`).
-    ok_ids: std::collections::HashMap<String, usize>,
+    /// The X-Fuzz-Seq and X-Request-Id of every proxied 2xx answer (fuzz messages and
+    /// probes), see `answer_key`: each request the upstream parsed must match one, or be a
+    /// late 400 (see `Answered`).
+    ok_ids: std::collections::HashMap<(String, String), usize>,
     by_class: [usize; 6],
     /// (status, the message that caused it), the first few.
     server_errors: Vec<(u16, String)>,
@@ -636,6 +637,11 @@ fn escaped(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The key of a proxied answer: the message (`X-Fuzz-Seq`) and the request id.
+fn answer_key(seq: &str, request_id: &str) -> (String, String) {
+    (seq.to_string(), request_id.to_string())
+}
+
 fn count(t: &mut Totals, reply: &RawReply, msg: &Message) {
     t.messages += 1;
     let summary = format!(
@@ -652,6 +658,7 @@ fn count(t: &mut Totals, reply: &RawReply, msg: &Message) {
             summary,
         },
     );
+    let seq = &msg.seq;
     let msg = &msg.bytes;
     if reply.responses.is_empty() {
         t.no_answer += 1;
@@ -665,7 +672,7 @@ fn count(t: &mut Totals, reply: &RawReply, msg: &Message) {
         if (200..300).contains(&r.status) && r.body == b"ok" {
             t.proxied_2xx += 1;
             if let Some(id) = r.header("x-request-id") {
-                *t.ok_ids.entry(id.to_string()).or_default() += 1;
+                *t.ok_ids.entry(answer_key(seq, id)).or_default() += 1;
             }
         }
         if r.status >= 500 {
@@ -734,7 +741,9 @@ async fn probe(port: u16, n: usize, totals: &Mutex<Totals>) -> bool {
         let mut t = totals.lock().unwrap();
         t.probes_ok += 1;
         if let Some(id) = reply.first().header("x-request-id") {
-            *t.ok_ids.entry(id.to_string()).or_default() += 1;
+            *t.ok_ids
+                .entry(answer_key(&format!("probe-{n}"), id))
+                .or_default() += 1;
         }
     }
     ok
@@ -877,9 +886,13 @@ async fn fuzz_the_gateway_with_random_and_mutated_requests() {
         ));
     }
     // Every request the upstream parsed must be one the gateway framed (it carries the
-    // gateway's single X-Request-Id) and must match a proxied 2xx answer the fuzzer got
-    // (by that id), or be a late 400 (see `Answered`). Anything else was smuggled past the
-    // gateway or answered to nobody.
+    // gateway's single X-Request-Id) and must match a proxied 2xx answer the fuzzer got,
+    // or be a late 400 (see `Answered`). Anything else was smuggled past the gateway or
+    // answered to nobody. Matching goes by message and id first (the gateway keeps a
+    // plain client-sent id, and the corpus has a fixed one, so the id alone could pair a
+    // request with another message's answer), then by the id alone for requests without
+    // the message's tag (the second of two pipelined requests, a folded tag line), whose
+    // ids the gateway made and so are unique.
     let mut ok_ids = t.ok_ids.clone();
     let mut late_budget: std::collections::HashMap<&str, usize> = t
         .by_seq
@@ -888,7 +901,7 @@ async fn fuzz_the_gateway_with_random_and_mutated_requests() {
         .collect();
     let mut late_400 = 0;
     let mut unframed = Vec::new();
-    let mut unaccounted = Vec::new();
+    let mut untagged = Vec::new();
     for r in &upstream_requests {
         let ids = r.header_canonical("x-request-id");
         if ids.len() != 1 {
@@ -898,14 +911,26 @@ async fn fuzz_the_gateway_with_random_and_mutated_requests() {
             ));
             continue;
         }
-        if let Some(n) = ok_ids.get_mut(ids[0]).filter(|n| **n > 0) {
+        let seq = r.header("x-fuzz-seq").unwrap_or("(none)");
+        if let Some(n) = ok_ids.get_mut(&answer_key(seq, ids[0])).filter(|n| **n > 0) {
             *n -= 1;
             continue;
         }
-        let seq = r.header("x-fuzz-seq").unwrap_or("(none)");
         if let Some(n) = late_budget.get_mut(seq).filter(|n| **n > 0) {
             *n -= 1;
             late_400 += 1;
+            continue;
+        }
+        untagged.push((r, seq, ids[0]));
+    }
+    let mut unaccounted = Vec::new();
+    for (r, seq, id) in untagged {
+        if let Some(n) = ok_ids
+            .iter_mut()
+            .find(|((_, answered), n)| answered == id && **n > 0)
+            .map(|(_, n)| n)
+        {
+            *n -= 1;
             continue;
         }
         let answers = t
