@@ -7,9 +7,15 @@
 #                unless the request carries one of the Bearer tokens the gateways
 #                inject, so every counted 2xx really came through with the right token
 #   nginx        nginx as a plain reverse proxy (2 workers, upstream keep-alive)
-#   bare         the smallest pingora proxy (examples/bare_proxy.rs, 2 threads)
-#   the stack    Loopgate (2 threads; emulator in the same process, idle while measured)
-#                and a second Loopgate keeping sessions in a local redis-server
+#   bare         the smallest pingora proxy (examples/bare_proxy.rs, 2 threads) with the
+#                allocator and listener buffering Loopgate uses, so Loopgate / bare is
+#                Loopgate's own work
+#   bare_stock   the same with glibc malloc and pingora's default buffering
+#                (examples/bare_proxy_stock.rs): pingora's floor before any tuning
+#   the stack    Loopgate (2 threads; emulators in the same process, idle while
+#                measured), a second Loopgate keeping sessions in a local redis-server,
+#                one whose school issues large tokens (a 3-chunk session cookie) and
+#                three whose `public` route sits among 1, 100 and 1 000 routes
 # then measures with wrk, interleaved over ROUNDS rounds:
 #   direct       the upstream itself (the physical limit)
 #   nginx, bare  the baselines
@@ -17,16 +23,23 @@
 #   login        a `login` route with a valid session cookie (cookie store)
 #   login_redis  the same with `session.store = "redis"`
 #   api          an `api` route with a cached Bearer token
+#   routes_N     `public` with N routes configured (growth: matching is per path
+#                segment, not per route)
+#   login_big    `login` with a session cookie of three chunks
 # For each: req/s, p50/p99, server CPU µs per request (utime + stime of the measured
-# process(es) from /proc, over the requests wrk counted) and RSS; finally the RSS after
-# caching FILL distinct Bearer tokens. Results go to stdout and bench/RESULTS.md, with
-# the command that produced them.
+# process(es) from /proc, over the requests wrk counted) and RSS. Then: `login_redis`
+# again with SESSIONS more sessions in Redis (interleaved with `public`); the RSS after
+# caching FILL distinct Bearer tokens, and moka's own floor per entry
+# (examples/moka_floor.rs); the RSS per idle keep-alive connection with IDLE of them open
+# (examples/idle_conns.rs) on Loopgate, bare, bare_stock and nginx. Results go to stdout
+# and bench/RESULTS.md, with the command that produced them.
 #
 # Then curves: throughput and p99 against concurrency (CURVE_CONNS) for nginx, bare
 # pingora and each Loopgate mode, CURVE_DURATION each, drawn with gnuplot into
 # docs/bench-throughput.svg and docs/bench-p99.svg (data in bench/curves.tsv).
 #
 # Usage: bench/run.sh            env: ROUNDS=3 DURATION=5s CONNS=32 FILL=100000 THREADS=2
+#                                     SESSIONS=100000 IDLE=10000
 #                                     CURVE_CONNS="1 8 32 128 512" CURVE_DURATION=3s
 # (THREADS: worker threads of Loopgate and of the bare pingora proxy)
 set -euo pipefail
@@ -35,12 +48,14 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-32}
 FILL=${FILL:-100000}
+SESSIONS=${SESSIONS:-100000}
+IDLE=${IDLE:-10000}
 THREADS=${THREADS:-2}
 CURVE_CONNS=${CURVE_CONNS:-1 8 32 128 512}
 CURVE_DURATION=${CURVE_DURATION:-3s}
 
 scripts/ensure-deps build
-# 512 connections through a proxy hold over 1 024 descriptors.
+# 512 connections through a proxy hold over 1 024 descriptors; IDLE idle ones, IDLE.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 need() { # command, Debian package
   command -v "$1" >/dev/null 2>&1 && return
@@ -56,7 +71,8 @@ need redis-server redis-server
 need nginx nginx
 need gnuplot gnuplot-nox
 
-cargo build --release --locked --example bench_stack --example bare_proxy
+cargo build --release --locked --example bench_stack --example bare_proxy \
+  --example bare_proxy_stock --example idle_conns --example moka_floor
 bin="${CARGO_TARGET_DIR:-target}/release/examples"
 tmp=$(mktemp -d)
 pids=()
@@ -87,7 +103,7 @@ daemon off;
 worker_processes $2;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
 http {
   access_log off;
   client_body_temp_path $dir/body;
@@ -139,6 +155,12 @@ pids+=($!)
 bare_pid=$!
 wait_port "$bare_port" "the bare pingora proxy"
 
+stock_port=$(port)
+"$bin/bare_proxy_stock" --listen "127.0.0.1:$stock_port" --upstream "127.0.0.1:$up_port" --threads "$THREADS" 2>"$tmp/stock.log" &
+pids+=($!)
+stock_pid=$!
+wait_port "$stock_port" "the stock pingora proxy"
+
 redis_port=$(port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
 pids+=($!)
@@ -161,19 +183,24 @@ done
 # (learned through each gateway) and the API client's.
 login_bearer=$(curl -fsS -H "Cookie: $SESSION_COOKIE" "$GATEWAY/app/echo-auth")
 redis_bearer=$(curl -fsS -H "Cookie: $REDIS_SESSION_COOKIE" "$GATEWAY_REDIS/app/echo-auth")
+big_bearer=$(curl -fsS -H "Cookie: $BIG_SESSION_COOKIE" "$GATEWAY_BIG/app/echo-auth")
 {
   echo 'map $http_authorization $bearer_ok {'
   echo '  default 0;'
   for b in "$login_bearer" "$redis_bearer" "Bearer $BEARER"; do
     echo "  \"$b\" 1;"
   done
+  # nginx takes no config word over 4 KB: the large token by its signature (an HMAC of
+  # the rest, so it names the token as surely).
+  echo "  \"~^Bearer [A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.${big_bearer##*.}\$\" 1;"
   echo '}'
 } >"$tmp/bearers.conf"
 kill -HUP "$up_pid"
 checked=
 for _ in $(seq 1 100); do
   if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $SESSION_COOKIE" "$GATEWAY/app/x")" = 200 ] &&
-     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BEARER" "$GATEWAY/api/x")" = 200 ]; then
+     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BEARER" "$GATEWAY/api/x")" = 200 ] &&
+     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $BIG_SESSION_COOKIE" "$GATEWAY_BIG/app/x")" = 200 ]; then
     checked=1
     break
   fi
@@ -224,48 +251,108 @@ measure() {
     END { printf "%s %.3f %.3f %d %.1f %d\n", rps, p50, p99, bad + 0, (n > 0 ? dt / hz * 1e6 / n : 0), rss }' "$tmp/wrk.txt"
 }
 
-targets=(direct nginx bare public login login_redis api)
+targets=(direct nginx bare_stock bare public login login_redis api routes_1 routes_100 routes_1000 login_big)
 declare -A url=(
   [direct]="http://127.0.0.1:$up_port/x" [nginx]="http://127.0.0.1:$nginx_port/x"
-  [bare]="http://127.0.0.1:$bare_port/x" [public]="$GATEWAY/public/x" [login]="$GATEWAY/app/x"
+  [bare]="http://127.0.0.1:$bare_port/x" [bare_stock]="http://127.0.0.1:$stock_port/x"
+  [public]="$GATEWAY/public/x" [login]="$GATEWAY/app/x"
   [login_redis]="$GATEWAY_REDIS/app/x" [api]="$GATEWAY/api/x"
+  [routes_1]="$GATEWAY_ROUTES_1/public/x" [routes_100]="$GATEWAY_ROUTES_100/public/x"
+  [routes_1000]="$GATEWAY_ROUTES_1000/public/x" [login_big]="$GATEWAY_BIG/app/x"
+  [login_redis_filled]="$GATEWAY_REDIS/app/x"
 )
 declare -A procs=(
-  [direct]="$up_pid" [nginx]="$nginx_pid" [bare]="$bare_pid" [public]="$stack_pid"
-  [login]="$stack_pid" [login_redis]="$stack_pid" [api]="$stack_pid"
+  [direct]="$up_pid" [nginx]="$nginx_pid" [bare]="$bare_pid" [bare_stock]="$stock_pid"
+  [public]="$stack_pid" [login]="$stack_pid" [login_redis]="$stack_pid" [api]="$stack_pid"
+  [routes_1]="$stack_pid" [routes_100]="$stack_pid" [routes_1000]="$stack_pid"
+  [login_big]="$stack_pid" [login_redis_filled]="$stack_pid"
 )
 declare -A header=(
   [login]="Cookie: $SESSION_COOKIE" [login_redis]="Cookie: $REDIS_SESSION_COOKIE"
-  [api]="Authorization: Bearer $BEARER"
+  [login_redis_filled]="Cookie: $REDIS_SESSION_COOKIE"
+  [api]="Authorization: Bearer $BEARER" [login_big]="Cookie: $BIG_SESSION_COOKIE"
 )
 run() { # target
   if [ -n "${header[$1]:-}" ]; then measure "$1" "${url[$1]}" -H "${header[$1]}"; else measure "$1" "${url[$1]}"; fi
 }
 declare -A rps_sum p50_sum p99_sum bad_sum cpu_sum rss_max
-for t in "${targets[@]}"; do rps_sum[$t]=0; p50_sum[$t]=0; p99_sum[$t]=0; bad_sum[$t]=0; cpu_sum[$t]=0; rss_max[$t]=0; done
+for t in "${targets[@]}" login_redis_filled public_filled; do rps_sum[$t]=0; p50_sum[$t]=0; p99_sum[$t]=0; bad_sum[$t]=0; cpu_sum[$t]=0; rss_max[$t]=0; done
+# Adds one measurement of target $1 to the sums of $2 (default: $1).
+record() {
+  local t=$1 as=${2:-$1} rps p50 p99 bad cpu rss
+  read -r rps p50 p99 bad cpu rss <<<"$(run "$t")"
+  echo "round $round  $as  ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  ${cpu} µs CPU/req  non-2xx ${bad}"
+  rps_sum[$as]=$(awk -v a="${rps_sum[$as]}" -v b="$rps" 'BEGIN { print a + b }')
+  p50_sum[$as]=$(awk -v a="${p50_sum[$as]}" -v b="$p50" 'BEGIN { print a + b }')
+  p99_sum[$as]=$(awk -v a="${p99_sum[$as]}" -v b="$p99" 'BEGIN { print a + b }')
+  cpu_sum[$as]=$(awk -v a="${cpu_sum[$as]}" -v b="$cpu" 'BEGIN { print a + b }')
+  bad_sum[$as]=$(( ${bad_sum[$as]} + bad ))
+  [ "$rss" -gt "${rss_max[$as]}" ] && rss_max[$as]=$rss
+  return 0
+}
 
 # Warm-up (connections, caches), not recorded.
-for t in nginx bare login login_redis api; do run "$t" >/dev/null; done
+for t in nginx bare bare_stock login login_redis api login_big; do run "$t" >/dev/null; done
 
 for round in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so no target always runs first or last.
   for i in "${!targets[@]}"; do
-    t=${targets[$(( (i + round) % ${#targets[@]} ))]}
-    read -r rps p50 p99 bad cpu rss <<<"$(run "$t")"
-    echo "round $round  $t  ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  ${cpu} µs CPU/req  non-2xx ${bad}"
-    rps_sum[$t]=$(awk -v a="${rps_sum[$t]}" -v b="$rps" 'BEGIN { print a + b }')
-    p50_sum[$t]=$(awk -v a="${p50_sum[$t]}" -v b="$p50" 'BEGIN { print a + b }')
-    p99_sum[$t]=$(awk -v a="${p99_sum[$t]}" -v b="$p99" 'BEGIN { print a + b }')
-    cpu_sum[$t]=$(awk -v a="${cpu_sum[$t]}" -v b="$cpu" 'BEGIN { print a + b }')
-    bad_sum[$t]=$(( ${bad_sum[$t]} + bad ))
-    [ "$rss" -gt "${rss_max[$t]}" ] && rss_max[$t]=$rss
+    record "${targets[$(( (i + round) % ${#targets[@]} ))]}"
   done
+done
+
+# Growth: SESSIONS more sessions in Redis (copies of a real one under other ids, with
+# its TTL), then `login_redis` again, interleaved with `public` as the reference.
+redis_cli() { redis-cli -p "$redis_port" "$@"; }
+redis_before=$(redis_cli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
+sample=$(redis_cli --scan --pattern 'bench:session:*' | head -1)
+for (( from = 1; from <= SESSIONS; from += 10000 )); do
+  to=$(( from + 9999 > SESSIONS ? SESSIONS : from + 9999 ))
+  redis_cli eval "local v = redis.call('GET', KEYS[1]) local ttl = redis.call('TTL', KEYS[1])
+    for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('SET', 'bench:session:filler-' .. i, v, 'EX', ttl) end
+    return 1" 1 "$sample" "$from" "$to" >/dev/null
+done
+redis_keys=$(redis_cli dbsize)
+redis_after=$(redis_cli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
+for round in $(seq 1 "$ROUNDS"); do
+  record login_redis login_redis_filled
+  record public public_filled
 done
 
 fill=$(curl -s -X POST "$CONTROL/fill?n=$FILL")
 rss_before=$(printf %s "$fill" | sed -n 's/.*"rss_before_kib":\([0-9]*\).*/\1/p')
 rss_after=$(printf %s "$fill" | sed -n 's/.*"rss_after_kib":\([0-9]*\).*/\1/p')
 fill_ok=$(printf %s "$fill" | sed -n 's/.*"ok":\([0-9]*\).*/\1/p')
+read -r _ moka_floor <<<"$("$bin/moka_floor" "$FILL")"
+
+# Idle keep-alive connections: IDLE of them, each after one answered request, held open
+# by a client process of its own; the server's RSS growth per connection.
+idle_per_conn() { # pids, host:port, path
+  local before after fifo="$tmp/idle.fifo" out="$tmp/idle.out"
+  # shellcheck disable=SC2086
+  before=$(rss_kib $1)
+  rm -f "$fifo" "$out"; mkfifo "$fifo"
+  "$bin/idle_conns" --addr "$2" --path "$3" --n "$IDLE" <"$fifo" >"$out" 2>&1 &
+  local client=$!
+  exec 9>"$fifo"
+  for _ in $(seq 1 600); do
+    grep -q '^open' "$out" 2>/dev/null && break
+    kill -0 "$client" 2>/dev/null || break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  after=$(rss_kib $1)
+  grep -q '^open' "$out" || { echo "bench: idle connections to $2 failed: $(cat "$out")" >&2; exec 9>&-; exit 1; }
+  exec 9>&-
+  wait "$client" 2>/dev/null || true
+  echo $(( (after - before) * 1024 / IDLE ))
+}
+declare -A idle
+idle[public]=$(idle_per_conn "$stack_pid" "${GATEWAY#http://}" /public/x)
+idle[bare]=$(idle_per_conn "$bare_pid" "127.0.0.1:$bare_port" /x)
+idle[bare_stock]=$(idle_per_conn "$stock_pid" "127.0.0.1:$stock_port" /x)
+# shellcheck disable=SC2046
+idle[nginx]=$(idle_per_conn "$(family "$nginx_pid" | tr '\n' ' ')" "127.0.0.1:$nginx_port" /x)
 
 # (After the fill: the curves' 512 connections would leave the allocator holding memory
 # that the fill's RSS difference must not see.)
@@ -307,7 +394,7 @@ plot docs/bench-p99.svg "p99 latency against concurrency ($(nproc) CPUs, loopbac
 
 mean() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN { print s / n }'; }
 declare -A rps p50 p99 cpu
-for t in "${targets[@]}"; do
+for t in "${targets[@]}" login_redis_filled public_filled; do
   rps[$t]=$(mean "${rps_sum[$t]}"); p50[$t]=$(mean "${p50_sum[$t]}")
   p99[$t]=$(mean "${p99_sum[$t]}"); cpu[$t]=$(mean "${cpu_sum[$t]}")
 done
@@ -321,20 +408,29 @@ for t in "${targets[@]}"; do
 $row"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-ratios="- Loopgate \`public\` / bare pingora: CPU per request $(ratio "${cpu[public]}" "${cpu[bare]}")× (target ≤ 1.10×), throughput $(ratio "${rps[public]}" "${rps[bare]}")×.
+ratios="- pingora's floor, lowered: bare (mimalloc, no listener read buffer) / bare_stock: CPU per request $(ratio "${cpu[bare]}" "${cpu[bare_stock]}")×, throughput $(ratio "${rps[bare]}" "${rps[bare_stock]}")×.
+- Loopgate \`public\` / bare pingora: CPU per request $(ratio "${cpu[public]}" "${cpu[bare]}")× (target ≤ 1.10×), throughput $(ratio "${rps[public]}" "${rps[bare]}")×.
 - Auth modes / \`public\`, CPU per request: \`login\` $(ratio "${cpu[login]}" "${cpu[public]}")×, \`login_redis\` $(ratio "${cpu[login_redis]}" "${cpu[public]}")×, \`api\` $(ratio "${cpu[api]}" "${cpu[public]}")×; vs bare pingora: \`login\` $(ratio "${cpu[login]}" "${cpu[bare]}")×, \`api\` $(ratio "${cpu[api]}" "${cpu[bare]}")× (target ≤ 1.25×).
 - Loopgate / nginx throughput: \`public\` $(ratio "${rps[public]}" "${rps[nginx]}")× (moonshot ≥ 0.6×), \`login\` $(ratio "${rps[login]}" "${rps[nginx]}")×, \`api\` $(ratio "${rps[api]}" "${rps[nginx]}")×; bare pingora / nginx $(ratio "${rps[bare]}" "${rps[nginx]}")×.
 - Redis store: \`login_redis\` / \`login\` throughput $(ratio "${rps[login_redis]}" "${rps[login]}")× (target ≥ 0.85×); Redis served $(redis-cli -p "$redis_port" info commandstats | awk -F'[=,:]' '/^cmdstat_/ { n += $3 } END { print n + 0 }') commands over the whole run (a replica asks Redis about a session it opened at most every 0.5 s, or 30 s while it hears the replicas' announcements; never per request)."
-rss_line="RSS of the stack process (two gateways + emulator): $(( rss_before / 1024 )) MiB before, $(( rss_after / 1024 )) MiB after caching $fill_ok distinct Bearer tokens: +$(( (rss_after - rss_before) / 1024 )) MiB, $(awk -v a="$rss_before" -v b="$rss_after" -v n="$fill_ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') bytes per cached validation (target ≤ 300)."
+growth="- Routes (\`public\` among N routes), CPU per request: 1 route ${cpu[routes_1]} µs, 100 routes ${cpu[routes_100]} µs ($(ratio "${cpu[routes_100]}" "${cpu[routes_1]}")×), 1 000 routes ${cpu[routes_1000]} µs ($(ratio "${cpu[routes_1000]}" "${cpu[routes_1]}")×).
+- A session cookie of 3 chunks (\`login_big\`, the school's access tokens carry $(( ${#big_bearer} / 1000 )) KB): ${cpu[login_big]} µs per request, $(ratio "${cpu[login_big]}" "${cpu[login]}")× \`login\` (the whole token is also injected upstream).
+- $SESSIONS more sessions in Redis ($redis_keys keys, +$(( (redis_after - redis_before) / 1048576 )) MiB of Redis memory): \`login_redis\` ${cpu[login_redis_filled]} µs per request, against ${cpu[public_filled]} µs for \`public\` measured alongside ($(ratio "${cpu[login_redis_filled]}" "${cpu[public_filled]}")×; before the fill $(ratio "${cpu[login_redis]}" "${cpu[public]}")×)."
+idle_line="RSS per idle keep-alive connection ($IDLE open, each after one answered request): Loopgate $(( ${idle[public]} / 1024 )) KiB, bare pingora $(( ${idle[bare]} / 1024 )) KiB, stock pingora $(( ${idle[bare_stock]} / 1024 )) KiB, nginx $(( ${idle[nginx]} / 1024 )) KiB (target ≤ 16 KB)."
+rss_line="RSS of the stack process (two gateways + emulator): $(( rss_before / 1024 )) MiB before, $(( rss_after / 1024 )) MiB after caching $fill_ok distinct Bearer tokens: +$(( (rss_after - rss_before) / 1024 )) MiB, $(awk -v a="$rss_before" -v b="$rss_after" -v n="$fill_ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') bytes per cached validation (target ≤ 300); moka alone, with nothing cached but a 32-byte key, costs $moka_floor bytes per entry (\`examples/moka_floor.rs\`)."
 
 echo
 echo "$table"
 echo
 echo "$ratios"
 echo
+echo "$growth"
+echo
 echo "$rss_line"
+echo
+echo "$idle_line"
 
-cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS CURVE_CONNS=\"$CURVE_CONNS\" CURVE_DURATION=$CURVE_DURATION bench/run.sh"
+cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS SESSIONS=$SESSIONS IDLE=$IDLE CURVE_CONNS=\"$CURVE_CONNS\" CURVE_DURATION=$CURVE_DURATION bench/run.sh"
 {
   echo "# Benchmark results"
   echo
@@ -347,7 +443,13 @@ cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS 
   echo
   echo "$ratios"
   echo
-  echo "$rss_line"
+  echo "Growth:"
+  echo
+  echo "$growth"
+  echo
+  echo "Memory: $rss_line"
+  echo
+  echo "$idle_line"
   echo
   echo "Curves (\`CURVE_CONNS=\"$CURVE_CONNS\" CURVE_DURATION=$CURVE_DURATION\`, one measurement per point; data in"
   echo "[\`curves.tsv\`](curves.tsv)):"

@@ -1,44 +1,18 @@
-//! The smallest pingora reverse proxy, for `bench/run.sh`: pingora's own floor, with the
-//! same pingora version and server settings as Loopgate (worker threads, keep-alive to
-//! the upstream), and none of Loopgate's work. Every request goes to one upstream.
+//! The bare pingora proxy for `bench/run.sh`, with the two settings Loopgate found to lower
+//! pingora's floor (see `bench/RESULTS.md`): mimalloc as the global allocator and no read
+//! buffer on the plain listener, exactly as `src/main.rs` and `src/server.rs` set them. So
+//! "Loopgate / bare" is Loopgate's own work only. `bare_proxy_stock` is stock pingora.
 //!
 //! Usage: bare_proxy --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT [--threads N]
 
-use async_trait::async_trait;
-use pingora::prelude::*;
-use pingora::server::configuration::ServerConf;
+#[path = "shared/bare.rs"]
+mod bare;
 
-struct Bare {
-    upstream: std::net::SocketAddr,
-}
-
-#[async_trait]
-impl ProxyHttp for Bare {
-    type CTX = ();
-
-    fn new_ctx(&self) {}
-
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
-    }
-}
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
-    let listen = arg("--listen").expect("--listen ADDR");
-    let upstream = arg("--upstream")
-        .expect("--upstream ADDR")
-        .parse()
-        .expect("--upstream IP:PORT");
-    let threads = arg("--threads").map_or(2, |t| t.parse().expect("--threads N"));
-    let conf = ServerConf {
-        threads,
-        ..ServerConf::default()
-    };
-    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Bare { upstream });
-    proxy.add_tcp(&listen);
-    server.add_service(proxy);
-    server.run_forever();
+    bare::run(Some(
+        pingora::protocols::l4::stream::L4BufferSettings::default().read(0),
+    ));
 }

@@ -28,6 +28,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const JWT_SECRET: &str = "bench-jwt-secret-bench-jwt-secret";
 
+/// Padding of the large school's access tokens: its sealed session takes three cookies
+/// of `session::cookies::CHUNK` (3 800) characters.
+const BIG_TOKEN_PADDING: usize = 4600;
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -108,8 +112,9 @@ async fn fill(State(ctl): State<Arc<Ctl>>, Query(q): Query<Fill>) -> Json<serde_
 }
 
 /// Logs in at the gateway on `public_url` (the emulator auto-approves) and returns the
-/// session cookie (`name=value`).
-async fn log_in(http: &reqwest::Client, public_url: &str) -> String {
+/// session cookie as a `Cookie` header value (`name=value`, or every chunk
+/// `name_0=…; name_1=…` of a large session) and the number of cookies it took.
+async fn log_in(http: &reqwest::Client, public_url: &str) -> (String, usize) {
     let r = http
         .get(format!("{public_url}/app/"))
         .header("accept", "text/html")
@@ -135,16 +140,29 @@ async fn log_in(http: &reqwest::Client, public_url: &str) -> String {
         .send()
         .await
         .unwrap();
-    r.headers()
+    let cookies: Vec<String> = r
+        .headers()
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap())
-        .find(|c| c.starts_with("loopgate_session="))
-        .expect("session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
+        .filter(|c| c.starts_with("loopgate_session") && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .collect();
+    assert!(!cookies.is_empty(), "no session cookie from {public_url}");
+    (cookies.join("; "), cookies.len())
+}
+
+/// `[[routes]]` tables that only take up room: `n` public routes under distinct
+/// two-segment prefixes, none of them covering `/public`.
+fn filler_routes(n: usize, upstream: SocketAddr) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[routes]]\nname = \"filler-{i}\"\npath = \"/svc-{i}/v{}\"\nupstream = \"http://{upstream}\"\nauth = \"public\"\n",
+                i % 3
+            )
+        })
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +178,8 @@ async fn main() {
     let public_url = format!("http://{gw_addr}");
     let redis_gw_addr = free_addr();
     let redis_public_url = format!("http://{redis_gw_addr}");
+    let big_gw_addr = free_addr();
+    let big_public_url = format!("http://{big_gw_addr}");
     let em = Emulator::start(EmulatorConfig {
         jwt_secret: Some(JWT_SECRET.into()),
         auto_approve: true,
@@ -179,12 +199,32 @@ async fn main() {
     })
     .await
     .unwrap();
+    // A school whose access tokens are large (many groups, say): its session needs a
+    // cookie of three chunks.
+    let big_em = Emulator::start(EmulatorConfig {
+        jwt_secret: Some(JWT_SECRET.into()),
+        auto_approve: true,
+        clients: vec![ClientSpec {
+            id: "bench-big".into(),
+            secret: None,
+            redirect_uri: format!("{big_public_url}/oauth2/callback"),
+        }],
+        access_token_padding: BIG_TOKEN_PADDING,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
     let upstream = match arg("--upstream") {
         Some(a) => a.parse().expect("--upstream IP:PORT"),
         None => serve(Router::new().fallback(any(|| async { "ok\n" }))).await,
     };
     let secret = STANDARD.encode(loopgate::random::bytes::<32>());
-    let toml = |gw_addr: std::net::SocketAddr, public_url: &str, client: &str, extra: &str| {
+    let toml = |gw_addr: std::net::SocketAddr,
+                public_url: &str,
+                issuer: &str,
+                client: &str,
+                extra: &str,
+                routes: &str| {
         format!(
             r#"
 [server]
@@ -192,6 +232,8 @@ listen = "{gw_addr}"
 public_url = "{public_url}"
 threads = {threads}
 admin_listen = "127.0.0.1:0"
+# bench/run.sh holds IDLE (10 000) idle connections open at once.
+max_connections = 20000
 [loopwise]
 issuer = "{issuer}"
 client_id = "{client}"
@@ -203,11 +245,17 @@ secrets = ["{secret}"]
 [cache]
 ttl = "1h"
 max_entries = 200000
+{routes}
 [[routes]]
 name = "public"
 path = "/public"
 upstream = "http://{upstream}"
 auth = "public"
+"#,
+        )
+    };
+    let app_and_api = format!(
+        r#"
 [[routes]]
 name = "app"
 path = "/app"
@@ -218,38 +266,76 @@ name = "api"
 path = "/api"
 upstream = "http://{upstream}"
 auth = "api"
-"#,
-            issuer = em.url(),
-        )
-    };
+"#
+    );
     let start = |toml: String| async move {
         let cfg = loopgate::config::parse(&toml, std::path::Path::new("."), &|_| None)
             .expect("bench config");
         GatewayHandle::start(cfg).await.expect("gateway")
     };
-    let gw = start(toml(gw_addr, &public_url, "bench", "")).await;
+    let gw = start(toml(
+        gw_addr,
+        &public_url,
+        em.url(),
+        "bench",
+        "",
+        &app_and_api,
+    ))
+    .await;
     let redis_gw = match &redis_url {
         Some(url) => Some(
             start(toml(
                 redis_gw_addr,
                 &redis_public_url,
+                em.url(),
                 "bench-redis",
                 &format!("store = \"redis\"\n[redis]\nurl = \"{url}\"\nkey_prefix = \"bench:\""),
+                &app_and_api,
             ))
             .await,
         ),
         None => None,
     };
+    let big_gw = start(toml(
+        big_gw_addr,
+        &big_public_url,
+        big_em.url(),
+        "bench-big",
+        "",
+        &app_and_api,
+    ))
+    .await;
+    // Growth: the same `public` route among 1, 100 and 1 000 routes in all.
+    let mut growth = Vec::new();
+    for n in [1usize, 100, 1000] {
+        let addr = free_addr();
+        let url = format!("http://{addr}");
+        let handle = start(toml(
+            addr,
+            &url,
+            em.url(),
+            "bench",
+            "",
+            &filler_routes(n - 1, upstream),
+        ))
+        .await;
+        growth.push((n, url, handle));
+    }
 
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let session_cookie = log_in(&http, &public_url).await;
+    let (session_cookie, _) = log_in(&http, &public_url).await;
     let redis_session_cookie = match &redis_gw {
-        Some(_) => log_in(&http, &redis_public_url).await,
+        Some(_) => log_in(&http, &redis_public_url).await.0,
         None => String::new(),
     };
+    let (big_session_cookie, big_chunks) = log_in(&http, &big_public_url).await;
+    assert_eq!(
+        big_chunks, 3,
+        "BIG_TOKEN_PADDING should make a session of three cookie chunks"
+    );
     // A Bearer token from Loopwise (the emulator), as an API client would hold.
     let v = Verifier::generate();
     let redirect = format!("{public_url}/oauth2/callback");
@@ -296,7 +382,11 @@ auth = "api"
     std::fs::write(
         &env_file,
         format!(
-            "UPSTREAM=http://{upstream}\nGATEWAY={public_url}\nGATEWAY_REDIS={redis_public_url}\nCONTROL=http://{ctl}\nSESSION_COOKIE='{session_cookie}'\nREDIS_SESSION_COOKIE='{redis_session_cookie}'\nBEARER='{token}'\nSTACK_PID={}\n",
+            "UPSTREAM=http://{upstream}\nGATEWAY={public_url}\nGATEWAY_REDIS={redis_public_url}\nGATEWAY_BIG={big_public_url}\n{}CONTROL=http://{ctl}\nSESSION_COOKIE='{session_cookie}'\nREDIS_SESSION_COOKIE='{redis_session_cookie}'\nBIG_SESSION_COOKIE='{big_session_cookie}'\nBEARER='{token}'\nSTACK_PID={}\n",
+            growth
+                .iter()
+                .map(|(n, url, _)| format!("GATEWAY_ROUTES_{n}={url}\n"))
+                .collect::<String>(),
             std::process::id()
         ),
     )
@@ -305,6 +395,10 @@ auth = "api"
     tokio::signal::ctrl_c().await.ok();
     tokio::time::sleep(Duration::from_millis(10)).await;
     gw.shutdown().await;
+    big_gw.shutdown().await;
+    for (_, _, g) in growth {
+        g.shutdown().await;
+    }
     if let Some(g) = redis_gw {
         g.shutdown().await;
     }

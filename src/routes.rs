@@ -3,9 +3,11 @@
 //! backend pools that carry a route's traffic are the pingora side's
 //! ([`crate::proxy::pools`]), indexed by [`Route::index`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::RouteConfig;
+use crate::wire::host::HostPattern;
 use crate::wire::path::{under_prefix, NormalPath};
 
 /// A configured route.
@@ -67,6 +69,67 @@ impl Route {
 pub struct RouteTable {
     /// Sorted most specific first (host, then path length), so the first match wins.
     routes: Vec<Arc<Route>>,
+    /// Routes of an exact host, by that host.
+    by_host: HashMap<String, PrefixIndex>,
+    /// Routes of any host or of a wildcard.
+    other_hosts: PrefixIndex,
+}
+
+/// Positions in [`RouteTable::routes`] by path prefix (without its trailing `/`; the root
+/// is `""`), so finding a route costs a lookup per segment of the request path, whatever
+/// the number of routes.
+#[derive(Debug, Default)]
+struct PrefixIndex {
+    exact_case: HashMap<String, Vec<usize>>,
+    /// `case_insensitive` routes, by their lower-cased prefix.
+    any_case: HashMap<String, Vec<usize>>,
+}
+
+impl PrefixIndex {
+    fn add(&mut self, route: &Route, at: usize) {
+        let base = route.config.path.trim_end_matches('/');
+        let (map, key) = if route.config.case_insensitive {
+            (&mut self.any_case, base.to_ascii_lowercase())
+        } else {
+            (&mut self.exact_case, base.to_string())
+        };
+        map.entry(key).or_default().push(at);
+    }
+
+    /// The first position (most specific) among the routes whose prefix covers `path`
+    /// and for which `accepts` holds.
+    fn first(&self, path: &str, accepts: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut consider = |map: &HashMap<String, Vec<usize>>, path: &str| {
+            for base in covering_bases(path) {
+                if let Some(at) = map
+                    .get(base)
+                    .and_then(|ats| ats.iter().copied().find(|&at| accepts(at)))
+                {
+                    best = Some(best.map_or(at, |b| b.min(at)));
+                }
+            }
+        };
+        if !self.exact_case.is_empty() {
+            consider(&self.exact_case, path);
+        }
+        if !self.any_case.is_empty() {
+            consider(&self.any_case, &path.to_ascii_lowercase());
+        }
+        best
+    }
+}
+
+/// The prefixes (without a trailing `/`) under which `path` lies, in the sense of
+/// [`under_prefix`]: the path itself, then each part before one of its `/`, down to `""`.
+fn covering_bases(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(path).chain(
+        path.bytes()
+            .enumerate()
+            .rev()
+            .filter(|&(_, b)| b == b'/')
+            .map(move |(i, _)| &path[..i]),
+    )
 }
 
 impl RouteTable {
@@ -86,22 +149,51 @@ impl RouteTable {
                 r.config.path.trim_end_matches('/').len(),
             ))
         });
+        let mut by_host: HashMap<String, PrefixIndex> = HashMap::new();
+        let mut other_hosts = PrefixIndex::default();
+        for (at, r) in routes.iter().enumerate() {
+            match &r.config.host {
+                HostPattern::Exact(h) => by_host.entry(h.clone()).or_default().add(r, at),
+                HostPattern::Any | HostPattern::Wildcard(_) => other_hosts.add(r, at),
+            }
+        }
         RouteTable {
             routes: routes.into_iter().map(Arc::new).collect(),
+            by_host,
+            other_hosts,
         }
     }
 
     /// The route for a normalised host (`None`: no Host header) and normalised path.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| {
-            host.map_or(r.config.host == crate::wire::host::HostPattern::Any, |h| {
-                r.config.host.matches(h)
-            }) && r.covers(path)
-        })
+        let accepts = |at: usize| {
+            let pattern = &self.routes[at].config.host;
+            host.map_or(*pattern == HostPattern::Any, |h| pattern.matches(h))
+        };
+        let exact = host
+            .and_then(|h| self.by_host.get(h))
+            .and_then(|index| index.first(path, &accepts));
+        let other = self.other_hosts.first(path, &accepts);
+        let at = match (exact, other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        self.routes.get(at)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.iter()
+    }
+
+    /// The first route in order that matches, by trying each: the model [`Self::find`]
+    /// must agree with.
+    #[cfg(test)]
+    fn find_by_scan(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| {
+            host.map_or(r.config.host == HostPattern::Any, |h| {
+                r.config.host.matches(h)
+            }) && r.covers(path)
+        })
     }
 }
 
@@ -212,5 +304,39 @@ mod tests {
             config("admin", None, "/admin", &[1]),
         ]);
         assert_eq!(strict.find(None, "/ADMIN").unwrap().config.name, "root");
+    }
+
+    proptest::proptest! {
+        /// The indexed lookup picks what trying every route in order picks, for tables
+        /// mixing hosts (exact, wildcard, any), nested and root prefixes, trailing
+        /// slashes and case-insensitive routes.
+        #[test]
+        fn indexed_lookup_agrees_with_a_scan(
+            specs in proptest::collection::vec((0usize..4, 0usize..7, proptest::bool::ANY), 1..12),
+            probes in proptest::collection::vec((0usize..5, 0usize..10), 1..20),
+        ) {
+            let hosts = [None, Some("app.example.com"), Some("*.example.com"), Some("other.test")];
+            let paths = ["/", "/a", "/a/", "/a/b", "/A/b", "/ab", "/a/b/c"];
+            let configs: Vec<RouteConfig> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, &(h, p, ci))| {
+                    let mut c = config(&format!("r{i}"), hosts[h], paths[p], &[1]);
+                    c.case_insensitive = ci;
+                    c
+                })
+                .collect();
+            let t = table(&configs);
+            let request_hosts = [None, Some("app.example.com"), Some("b.example.com"), Some("other.test"), Some("x.test")];
+            let request_paths = ["/", "/a", "/a/", "/a/b", "/A/B", "/ab", "/a/b/c", "/a/bc", "/b", "/a/b/c/d"];
+            for (h, p) in probes {
+                let (host, path) = (request_hosts[h], request_paths[p]);
+                proptest::prop_assert_eq!(
+                    t.find(host, path).map(|r| r.index),
+                    t.find_by_scan(host, path).map(|r| r.index),
+                    "{:?} {}", host, path
+                );
+            }
+        }
     }
 }

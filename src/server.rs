@@ -110,11 +110,25 @@ pub fn build_server(
             settings.enable_h2();
             svc.add_tls_with_settings(&listen, None, settings);
         }
-        None => svc.add_tcp(&listen),
+        None => svc.add_listener(
+            pingora::listeners::ListenerConfig::tcp(listen).l4_buffer(PLAIN_LISTENER_BUFFERS),
+        ),
     }
     server.add_service(svc);
     Ok(server)
 }
+
+/// Socket buffering of the plain-HTTP listener: no read buffer. pingora's default (a 64 KB
+/// read buffer per connection, for TLS's 16 KB record reads) made an idle keep-alive
+/// connection cost ~108 KB of RSS; without it ~43 KB, at the same CPU per request, because
+/// pingora reads request heads and bodies into buffers of its own anyway
+/// (`bench/RESULTS.md`). The write side keeps pingora's MSS-sized buffer, which puts a
+/// small response's head and body in one send. The TLS listener keeps pingora's default.
+const PLAIN_LISTENER_BUFFERS: pingora::protocols::l4::stream::L4BufferSettings =
+    pingora::protocols::l4::stream::L4BufferSettings {
+        read: Some(0),
+        write: None,
+    };
 
 /// Runs the gateway until a signal ends it (see [`crate::runtime::lifecycle`]), reloading
 /// `config_path` on SIGHUP — the `loopgate run` path.

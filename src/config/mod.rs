@@ -17,7 +17,8 @@ pub use validate::decode_session_secret;
 use validate::Validator;
 
 /// Default for `server.max_connections`: far above what one replica serves, low enough
-/// that a connection flood cannot exhaust memory (each idle connection costs ~45 KB).
+/// that a connection flood cannot exhaust memory (an idle keep-alive connection costs
+/// ~43 KB, `bench/RESULTS.md`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Minimum decoded length of a session secret.

@@ -84,6 +84,10 @@ pub struct EmulatorConfig {
     pub auto_user: Option<String>,
     pub school_id: u64,
     pub school_subdomain: String,
+    /// Bytes of an extra `padding` claim in every access token (0: none), for sessions
+    /// as large as those of servers whose tokens carry many groups or roles: the
+    /// benchmark's chunked session cookie.
+    pub access_token_padding: usize,
 }
 
 impl Default for EmulatorConfig {
@@ -99,6 +103,7 @@ impl Default for EmulatorConfig {
             auto_user: None,
             school_id: 4242,
             school_subdomain: "demo".into(),
+            access_token_padding: 0,
         }
     }
 }
@@ -165,6 +170,7 @@ impl Emulator {
             code_ttl: config.code_ttl.as_secs(),
             school_id: config.school_id,
             school_subdomain: config.school_subdomain.clone(),
+            access_token_padding: config.access_token_padding,
         });
         for c in &config.clients {
             store.add_client(Client::preregistered(

@@ -28,6 +28,8 @@ pub(super) struct Settings {
     pub code_ttl: u64,
     pub school_id: u64,
     pub school_subdomain: String,
+    /// Bytes of the `padding` claim in access tokens (0: no such claim).
+    pub access_token_padding: usize,
 }
 
 /// Things that happened inside an operation, for the stats.

@@ -13,6 +13,7 @@ fn store() -> Store {
         code_ttl: 60,
         school_id: 7,
         school_subdomain: "demo".into(),
+        access_token_padding: 0,
     });
     s.add_client(Client::preregistered("app", None, REDIRECT));
     s
@@ -233,4 +234,32 @@ fn registration_validates_metadata() {
     assert!(ok.client_secret.is_some());
     assert_eq!(ok.scope, "read");
     assert!(s.client(&ok.client_id).is_some());
+}
+
+#[test]
+fn access_token_padding_adds_a_claim_of_that_size_and_stays_valid() {
+    let plain = {
+        let mut s = store();
+        let code = authorize(&mut s, V, &[]);
+        exchange(&mut s, &code, V, 1001).unwrap().access_token
+    };
+    let mut s = store();
+    s.settings.access_token_padding = 6000;
+    let code = authorize(&mut s, V, &[]);
+    let padded = exchange(&mut s, &code, V, 1001).unwrap().access_token;
+    let claims = |t: &str| -> serde_json::Value {
+        let payload = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(claims(&plain).get("padding").is_none());
+    assert_eq!(claims(&padded)["padding"].as_str().unwrap().len(), 6000);
+    assert!(padded.len() > plain.len() + 8000, "base64 of 6000 bytes");
+    assert_eq!(
+        s.authenticate_bearer(&padded, 1002).unwrap().user.sub,
+        "grace"
+    );
 }

@@ -56,6 +56,9 @@ pub struct AccessClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// Filler (`EmulatorConfig::access_token_padding`), absent by default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub padding: String,
 }
 
 /// What a valid Bearer token stands for.
@@ -212,6 +215,7 @@ impl Store {
             iat: now,
             exp,
             jti: jti.clone(),
+            padding: "p".repeat(self.settings.access_token_padding),
         };
         let access_token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
