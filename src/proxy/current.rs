@@ -6,13 +6,26 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::meters::Meters;
 use super::pools::Pools;
 use crate::gateway::Gateway;
 
-/// One config's gateway and the pools its routes proxy to.
+/// One config's gateway, the pools its routes proxy to and their metric handles.
 pub struct Generation {
     pub gateway: Arc<Gateway>,
     pub pools: Pools,
+    pub(crate) meters: Meters,
+}
+
+impl Generation {
+    pub fn new(gateway: Arc<Gateway>, pools: Pools) -> Generation {
+        let meters = Meters::new(&gateway.shared.metrics, &gateway.routes);
+        Generation {
+            gateway,
+            pools,
+            meters,
+        }
+    }
 }
 
 /// Shared by the reloader (which swaps) and the listeners (which read).

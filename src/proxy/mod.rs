@@ -4,6 +4,7 @@
 pub(crate) mod certs;
 pub(crate) mod current;
 pub(crate) mod guard;
+pub(crate) mod meters;
 pub(crate) mod pools;
 pub(crate) mod service;
 pub(crate) mod settle;

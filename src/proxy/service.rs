@@ -340,11 +340,10 @@ impl ProxyHttp for LoopgateProxy {
             .into_up());
         }
         if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started.take()) {
-            self.gw(ctx)
-                .shared
-                .metrics
+            self.generation(ctx)
+                .meters
+                .of(Some(route))
                 .upstream_duration
-                .with_label_values(&[route.config.name.as_str()])
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
@@ -415,14 +414,11 @@ impl ProxyHttp for LoopgateProxy {
             .as_ref()
             .map(|r| r.config.name.as_str())
             .unwrap_or("-");
-        let gw = self.gw(ctx);
-        let m = &gw.shared.metrics;
-        m.requests
-            .with_label_values(&[route, crate::metrics::status_class(status)])
-            .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(elapsed);
+        let generation = self.generation(ctx);
+        let meters = generation.meters.of(ctx.route.as_deref());
+        meters.requests(status).inc();
+        meters.duration.observe(elapsed);
+        let m = &generation.gateway.shared.metrics;
         if !ctx.outcome.is_empty() {
             m.auth_decisions
                 .with_label_values(&[route, ctx.outcome])

@@ -113,10 +113,7 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
     let shared = Arc::new(shared);
     shared.set_admin_addr(config.server.admin_listen);
     let gateway = Gateway::new(shared, Arc::new(config), routes, loopwise);
-    Ok(Generation {
-        gateway: Arc::new(gateway),
-        pools,
-    })
+    Ok(Generation::new(Arc::new(gateway), pools))
 }
 
 /// Loopwise metadata and the client id (configured, or registered dynamically and

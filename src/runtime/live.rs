@@ -157,10 +157,7 @@ impl Live {
             slot.replace(cert);
         }
         let gateway = Gateway::new(old.shared.clone(), Arc::new(config), routes, loopwise);
-        Ok(Generation {
-            gateway: Arc::new(gateway),
-            pools,
-        })
+        Ok(Generation::new(Arc::new(gateway), pools))
     }
 
     /// Reloads on every `SIGHUP` until the process ends.

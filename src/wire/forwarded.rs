@@ -141,20 +141,20 @@ pub(crate) struct Forwarding {
 
 impl Forwarding {
     /// Every `(name, value)` to append upstream.
-    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(self) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(5 + self.passed.len());
-        if let Some(v) = &self.x_forwarded_for {
-            out.push(("x-forwarded-for", v.clone()));
+        if let Some(v) = self.x_forwarded_for {
+            out.push(("x-forwarded-for", v));
         }
-        out.push(("x-forwarded-proto", self.x_forwarded_proto.clone()));
-        if let Some(v) = &self.x_forwarded_host {
-            out.push(("x-forwarded-host", v.clone()));
+        out.push(("x-forwarded-proto", self.x_forwarded_proto));
+        if let Some(v) = self.x_forwarded_host {
+            out.push(("x-forwarded-host", v));
         }
-        out.push(("forwarded", self.forwarded.clone()));
-        if let Some(v) = &self.x_real_ip {
-            out.push(("x-real-ip", v.clone()));
+        out.push(("forwarded", self.forwarded));
+        if let Some(v) = self.x_real_ip {
+            out.push(("x-real-ip", v));
         }
-        out.extend(self.passed.iter().cloned());
+        out.extend(self.passed);
         out
     }
 }
@@ -187,12 +187,13 @@ pub(crate) fn forwarding(
         .map(|a| a.to_header());
     let ours = forwarded_element(peer, host.as_deref(), proto);
     let Some(peer) = peer.filter(|p| trusted.contains(*p)) else {
+        let peer = peer.map(|p| p.to_string());
         return Forwarding {
-            x_forwarded_for: peer.map(|p| p.to_string()),
+            x_real_ip: peer.clone(),
+            x_forwarded_for: peer,
             x_forwarded_proto: proto.to_string(),
             x_forwarded_host: host,
             forwarded: ours,
-            x_real_ip: peer.map(|p| p.to_string()),
             passed: Vec::new(),
         };
     };
@@ -445,8 +446,9 @@ mod tests {
                 ],
             }
         );
+        let headers = f.headers();
         assert_eq!(
-            f.headers()[..3],
+            headers[..3],
             [
                 (
                     "x-forwarded-for",
@@ -456,7 +458,7 @@ mod tests {
                 ("x-forwarded-host", "app.example.edu".to_string()),
             ]
         );
-        assert_eq!(f.headers().len(), 7);
+        assert_eq!(headers.len(), 7);
     }
 
     #[test]
@@ -553,7 +555,7 @@ mod tests {
             }
             let trusted = if trust_all { Trusted(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]) } else { proxies() };
             let f = forwarding(&m, peer, &trusted, &proto, host.as_deref());
-            for (name, v) in f.headers() {
+            for (name, v) in f.clone().headers() {
                 prop_assert!(FORWARDING_HEADERS.contains(&name));
                 prop_assert!(!v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0), "{name}: {v:?}");
                 prop_assert!(http::HeaderValue::from_str(&v).is_ok(), "{name}: {v:?}");

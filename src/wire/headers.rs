@@ -2,6 +2,7 @@
 //! `http::HeaderMap`; the pingora glue applies the result.
 
 use http::HeaderMap;
+use std::borrow::Cow;
 
 use super::forwarded::FORWARDING_HEADERS;
 
@@ -52,8 +53,14 @@ const HOP_BY_HOP: &[&str] = &[
 const NEVER_NOMINATED: &[&str] = &["host", "content-length", "transfer-encoding", "upgrade"];
 
 /// Lower-case with `_` read as `-`, the way many upstream frameworks read header names.
-pub(crate) fn canonical(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// Borrowed when the name already is (every `HeaderName` is lower-case, so only names
+/// with `_` are copied): this runs for every header of every request.
+pub(crate) fn canonical(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 fn is_identity(canon: &str) -> bool {
@@ -78,18 +85,18 @@ fn is_client_forbidden(canon: &str) -> bool {
 /// `strip_authorization` also drops `Authorization`: on session routes the gateway's
 /// Bearer replaces it, on public ones unless the route passes it on.
 pub(crate) fn to_remove(headers: &HeaderMap, strip_authorization: bool) -> Vec<String> {
-    let nominated: Vec<String> = headers
+    let nominated: Vec<Cow<'_, str>> = headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| canonical(t.trim()))
-        .filter(|t| !t.is_empty() && !NEVER_NOMINATED.contains(&t.as_str()))
+        .filter(|t| !t.is_empty() && !NEVER_NOMINATED.contains(&t.as_ref()))
         .collect();
     let mut out = Vec::new();
     for name in headers.keys() {
         let canon = canonical(name.as_str());
-        let drop = HOP_BY_HOP.contains(&canon.as_str())
+        let drop = HOP_BY_HOP.contains(&canon.as_ref())
             || nominated.contains(&canon)
             || is_client_forbidden(&canon)
             || (strip_authorization && canon == "authorization");
@@ -343,10 +350,10 @@ mod tests {
             let removed = to_remove(&h, strip);
             for name in h.keys() {
                 let canon = canonical(name.as_str());
-                let forbidden = IDENTITY_HEADERS.contains(&canon.as_str())
-                    || SSO_IDENTITY_HEADERS.contains(&canon.as_str())
-                    || URL_OVERRIDE_HEADERS.contains(&canon.as_str())
-                    || FORWARDING_HEADERS.contains(&canon.as_str())
+                let forbidden = IDENTITY_HEADERS.contains(&canon.as_ref())
+                    || SSO_IDENTITY_HEADERS.contains(&canon.as_ref())
+                    || URL_OVERRIDE_HEADERS.contains(&canon.as_ref())
+                    || FORWARDING_HEADERS.contains(&canon.as_ref())
                     || canon.starts_with("x-loopwise-")
                     || canon.starts_with("x-auth-request-")
                     || (strip && canon == "authorization");
