@@ -304,6 +304,7 @@ done
 # Growth: SESSIONS more sessions in Redis (copies of a real one under other ids, with
 # its TTL), then `login_redis` again, interleaved with `public` as the reference.
 redis_cli() { redis-cli -p "$redis_port" "$@"; }
+redis_commands=$(redis_cli info commandstats | awk -F'[=,:]' '/^cmdstat_/ { n += $3 } END { print n + 0 }')
 redis_before=$(redis_cli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
 sample=$(redis_cli --scan --pattern 'bench:session:*' | head -1)
 for (( from = 1; from <= SESSIONS; from += 10000 )); do
@@ -408,16 +409,18 @@ for t in "${targets[@]}"; do
 $row"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+f1() { awk -v a="$1" 'BEGIN { printf "%.1f", a }'; }
+kib() { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1024 }'; }
 ratios="- pingora's floor, lowered: bare (mimalloc, no listener read buffer) / bare_stock: CPU per request $(ratio "${cpu[bare]}" "${cpu[bare_stock]}")×, throughput $(ratio "${rps[bare]}" "${rps[bare_stock]}")×.
 - Loopgate \`public\` / bare pingora: CPU per request $(ratio "${cpu[public]}" "${cpu[bare]}")× (target ≤ 1.10×), throughput $(ratio "${rps[public]}" "${rps[bare]}")×.
 - Auth modes / \`public\`, CPU per request: \`login\` $(ratio "${cpu[login]}" "${cpu[public]}")×, \`login_redis\` $(ratio "${cpu[login_redis]}" "${cpu[public]}")×, \`api\` $(ratio "${cpu[api]}" "${cpu[public]}")×; vs bare pingora: \`login\` $(ratio "${cpu[login]}" "${cpu[bare]}")×, \`api\` $(ratio "${cpu[api]}" "${cpu[bare]}")× (target ≤ 1.25×).
 - Loopgate / nginx throughput: \`public\` $(ratio "${rps[public]}" "${rps[nginx]}")× (moonshot ≥ 0.6×), \`login\` $(ratio "${rps[login]}" "${rps[nginx]}")×, \`api\` $(ratio "${rps[api]}" "${rps[nginx]}")×; bare pingora / nginx $(ratio "${rps[bare]}" "${rps[nginx]}")×.
-- Redis store: \`login_redis\` / \`login\` throughput $(ratio "${rps[login_redis]}" "${rps[login]}")× (target ≥ 0.85×); Redis served $(redis-cli -p "$redis_port" info commandstats | awk -F'[=,:]' '/^cmdstat_/ { n += $3 } END { print n + 0 }') commands over the whole run (a replica asks Redis about a session it opened at most every 0.5 s, or 30 s while it hears the replicas' announcements; never per request)."
-growth="- Routes (\`public\` among N routes), CPU per request: 1 route ${cpu[routes_1]} µs, 100 routes ${cpu[routes_100]} µs ($(ratio "${cpu[routes_100]}" "${cpu[routes_1]}")×), 1 000 routes ${cpu[routes_1000]} µs ($(ratio "${cpu[routes_1000]}" "${cpu[routes_1]}")×).
-- A session cookie of 3 chunks (\`login_big\`, the school's access tokens carry $(( ${#big_bearer} / 1000 )) KB): ${cpu[login_big]} µs per request, $(ratio "${cpu[login_big]}" "${cpu[login]}")× \`login\` (the whole token is also injected upstream).
-- $SESSIONS more sessions in Redis ($redis_keys keys, +$(( (redis_after - redis_before) / 1048576 )) MiB of Redis memory): \`login_redis\` ${cpu[login_redis_filled]} µs per request, against ${cpu[public_filled]} µs for \`public\` measured alongside ($(ratio "${cpu[login_redis_filled]}" "${cpu[public_filled]}")×; before the fill $(ratio "${cpu[login_redis]}" "${cpu[public]}")×)."
-idle_line="RSS per idle keep-alive connection ($IDLE open, each after one answered request): Loopgate $(( ${idle[public]} / 1024 )) KiB, bare pingora $(( ${idle[bare]} / 1024 )) KiB, stock pingora $(( ${idle[bare_stock]} / 1024 )) KiB, nginx $(( ${idle[nginx]} / 1024 )) KiB (target ≤ 16 KB)."
-rss_line="RSS of the stack process (two gateways + emulator): $(( rss_before / 1024 )) MiB before, $(( rss_after / 1024 )) MiB after caching $fill_ok distinct Bearer tokens: +$(( (rss_after - rss_before) / 1024 )) MiB, $(awk -v a="$rss_before" -v b="$rss_after" -v n="$fill_ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') bytes per cached validation (target ≤ 300); moka alone, with nothing cached but a 32-byte key, costs $moka_floor bytes per entry (\`examples/moka_floor.rs\`)."
+- Redis store: \`login_redis\` / \`login\` throughput $(ratio "${rps[login_redis]}" "${rps[login]}")× (target ≥ 0.85×); Redis served $redis_commands commands over the rounds (a replica asks Redis about a session it opened at most every 0.5 s, or 30 s while it hears the replicas' announcements; never per request)."
+growth="- Routes (\`public\` among N routes), CPU per request: 1 route $(f1 "${cpu[routes_1]}") µs, 100 routes $(f1 "${cpu[routes_100]}") µs ($(ratio "${cpu[routes_100]}" "${cpu[routes_1]}")×), 1 000 routes $(f1 "${cpu[routes_1000]}") µs ($(ratio "${cpu[routes_1000]}" "${cpu[routes_1]}")×).
+- A session cookie of 3 chunks (\`login_big\`, the school's access tokens carry $(( ${#big_bearer} / 1000 )) KB): $(f1 "${cpu[login_big]}") µs per request, $(ratio "${cpu[login_big]}" "${cpu[login]}")× \`login\` (the whole token is also injected upstream).
+- $SESSIONS more sessions in Redis ($redis_keys keys, +$(( (redis_after - redis_before) / 1048576 )) MiB of Redis memory): \`login_redis\` $(f1 "${cpu[login_redis_filled]}") µs per request, against $(f1 "${cpu[public_filled]}") µs for \`public\` measured alongside ($(ratio "${cpu[login_redis_filled]}" "${cpu[public_filled]}")×; before the fill $(ratio "${cpu[login_redis]}" "${cpu[public]}")×)."
+idle_line="RSS per idle keep-alive connection ($IDLE open, each after one answered request): Loopgate $(kib "${idle[public]}") KiB, bare pingora $(kib "${idle[bare]}") KiB, stock pingora $(kib "${idle[bare_stock]}") KiB, nginx $(kib "${idle[nginx]}") KiB (target ≤ 16 KB)."
+rss_line="RSS of the stack process (the gateways and emulators): $(( rss_before / 1024 )) MiB before, $(( rss_after / 1024 )) MiB after caching $fill_ok distinct Bearer tokens: +$(( (rss_after - rss_before) / 1024 )) MiB, $(awk -v a="$rss_before" -v b="$rss_after" -v n="$fill_ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') bytes per cached validation (target ≤ 300); moka alone, with nothing cached but a 32-byte key, costs $moka_floor bytes per entry (\`examples/moka_floor.rs\`)."
 
 echo
 echo "$table"
@@ -461,13 +464,17 @@ cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS FILL=$FILL THREADS=$THREADS 
   echo "How to read it: \`direct\` is the upstream nginx itself, the physical limit; \`nginx\` is"
   echo "nginx as a plain reverse proxy (2 workers, upstream keep-alive) and \`bare\` the smallest"
   echo "pingora proxy (\`examples/bare_proxy.rs\`, same pingora and thread count as Loopgate,"
-  echo "$THREADS; glibc malloc, as stock pingora — Loopgate uses mimalloc):"
-  echo "pingora's own floor. \`public\` is Loopgate as a plain proxy; \`login\` opens and checks"
+  echo "$THREADS, and Loopgate's two floor-lowering settings: mimalloc and no listener read"
+  echo "buffer): pingora's own floor, so \`public\` / \`bare\` is Loopgate's own work."
+  echo "\`bare_stock\` is the same proxy as stock pingora (glibc malloc, pingora's 64 KB read"
+  echo "buffer per connection). \`public\` is Loopgate as a plain proxy; \`login\` opens and checks"
   echo "the sealed session cookie (AES-256-GCM) and injects the Bearer and identity headers;"
   echo "\`login_redis\` does the same with the session kept in Redis (the cookie holds an id and"
   echo "a key); \`api\` hashes the client's token (SHA-256) and serves its validation from the"
-  echo "moka cache. CPU per request is utime + stime of the measured server's processes (for"
-  echo "Loopgate the stack process, whose emulator is idle meanwhile) over the requests wrk"
+  echo "moka cache; \`routes_N\` is \`public\` among N routes; \`login_big\` is \`login\` with a"
+  echo "session of three cookie chunks. CPU per request is utime + stime of the measured"
+  echo "server's processes (for Loopgate the stack process, whose other gateways and emulators"
+  echo "are idle meanwhile) over the requests wrk"
   echo "counted. The upstream answers 401 on \`/app\` and \`/api\` without the expected Bearer, so"
   echo "every counted 2xx came through with the right token. A refresh storm across replicas"
   echo "costs one Loopwise call (tests/replicas.rs). The bench stack validates Bearer tokens"

@@ -1,6 +1,10 @@
-//! The benchmark stack (used by `bench/run.sh`): emulator + the gateway (and a fast
-//! upstream of its own unless `--upstream ADDR` names one), in one process on loopback. It logs in, mints a Bearer token, writes what the load
-//! generator needs to `--env FILE` as shell variables, then serves until killed.
+//! The benchmark stack (used by `bench/run.sh`), in one process on loopback: emulators
+//! and gateways (and a fast upstream of its own unless `--upstream ADDR` names one) — the
+//! main gateway (`public`, `app`, `api`), the same with the Redis store (`--redis URL`),
+//! one whose school issues large tokens (a session of three cookie chunks), and three
+//! whose `public` route sits among 1, 100 and 1 000 routes. It logs in, mints a Bearer
+//! token, writes what the load generator needs to `--env FILE` as shell variables, then
+//! serves until killed.
 //!
 //! `POST http://$CONTROL/fill?n=100000` makes it send n requests with n distinct valid
 //! Bearer tokens through the gateway's `api` route (filling the validation cache) and
