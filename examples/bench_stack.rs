@@ -26,6 +26,10 @@ use loopgate::emulator::{ClientSpec, Emulator, EmulatorConfig};
 use loopgate::oauth::pkce::Verifier;
 use loopgate::server::GatewayHandle;
 
+#[path = "shared/rss.rs"]
+mod rss;
+use rss::rss_kib;
+
 /// The allocator the `loopgate` binary uses (src/main.rs), so the bench measures it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,18 +39,6 @@ const JWT_SECRET: &str = "bench-jwt-secret-bench-jwt-secret";
 /// Padding of the large school's access tokens: its sealed session takes three cookies
 /// of `session::cookies::CHUNK` (3 800) characters.
 const BIG_TOKEN_PADDING: usize = 4600;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -436,13 +436,7 @@ async fn a_sign_out_on_one_replica_ends_the_session_on_the_other_within_a_second
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_copy() {
     let redis = RedisServer::start().await;
-    let rig = rig_with(
-        |_| {},
-        |s| {
-            with_redis_store(s, &redis, "lg-store:");
-        },
-    )
-    .await;
+    let rig = rig_with(|_| {}, |s| with_redis_store(s, &redis, "lg-store:")).await;
     let (_b, b_port) = replica_of(&rig).await;
     let mut user = Browser::new(&rig.url(""));
     user.login("/", rig.em.url(), "ada").await;
@@ -503,13 +497,7 @@ async fn the_redis_store_keeps_tokens_out_of_the_cookie_and_sign_out_ends_every_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_redis_store_down_known_sessions_work_and_others_get_a_clear_503() {
     let mut redis = RedisServer::start().await;
-    let rig = rig_with(
-        |_| {},
-        |s| {
-            with_redis_store(s, &redis, "lg-storedown:");
-        },
-    )
-    .await;
+    let rig = rig_with(|_| {}, |s| with_redis_store(s, &redis, "lg-storedown:")).await;
     let (_b, b_port) = replica_of(&rig).await;
     let mut user = Browser::new(&rig.url(""));
     user.login("/", rig.em.url(), "ada").await;
@@ -881,9 +869,7 @@ async fn no_issued_token_is_in_redis_in_clear_after_a_full_session() {
     let redis = RedisServer::start().await;
     let rig = rig_with(
         |e| e.access_token_ttl = std::time::Duration::from_secs(120),
-        |s| {
-            with_redis_store(s, &redis, "lg-scan:");
-        },
+        |s| with_redis_store(s, &redis, "lg-scan:"),
     )
     .await;
     let (b_gw, b_port) = replica_of(&rig).await;
