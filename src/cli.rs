@@ -265,11 +265,22 @@ async fn sessions(args: SessionsArgs) -> ExitCode {
 fn check(args: &ConfigArgs) -> ExitCode {
     match load(args) {
         Ok(c) => {
+            let schools = match c.schools.as_slice() {
+                [only] if only.name == crate::oauth::DEFAULT_SCHOOL => {
+                    format!("issuer {}", only.issuer)
+                }
+                all => format!(
+                    "schools {}",
+                    all.iter()
+                        .map(|s| format!("{} ({})", s.name, s.issuer))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             println!(
-                "config OK: listen {}, public URL {}, issuer {}, {} route(s)",
+                "config OK: listen {}, public URL {}, {schools}, {} route(s)",
                 c.server.listen,
                 c.server.public_url,
-                c.loopwise.issuer,
                 c.routes.len()
             );
             println!();

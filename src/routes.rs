@@ -237,6 +237,7 @@ pub(crate) mod fixture {
             allow_path_params: false,
             case_insensitive: false,
             pass_authorization: false,
+            loopwise: vec![crate::oauth::DEFAULT_SCHOOL.into()],
         }
     }
 }

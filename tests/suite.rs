@@ -33,6 +33,8 @@ mod reload;
 mod replicas;
 #[path = "routing.rs"]
 mod routing;
+#[path = "schools.rs"]
+mod schools;
 #[path = "tokens.rs"]
 mod tokens;
 #[path = "upgrade.rs"]

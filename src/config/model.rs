@@ -70,6 +70,13 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: usize,
 }
 
+impl Config {
+    /// The school named `name`.
+    pub fn school(&self, name: &str) -> Option<&LoopwiseConfig> {
+        self.schools.iter().find(|s| s.name == name)
+    }
+}
+
 impl ServerConfig {
     /// The OAuth redirect URI: byte-identical in authorize and token requests.
     pub fn callback_url(&self) -> String {
@@ -77,8 +84,15 @@ impl ServerConfig {
     }
 }
 
+/// One school: a `[loopwise]` table, or one of several `[[loopwise]]` tables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopwiseConfig {
+    /// The school's name (`[A-Za-z0-9_-]`): routes, logs, metrics labels and its session
+    /// cookie's name use it. A single `[loopwise]` table without one is
+    /// [`DEFAULT_SCHOOL`](crate::oauth::DEFAULT_SCHOOL).
+    pub name: String,
+    /// How the school chooser shows it (defaults to `name`).
+    pub display_name: String,
     pub issuer: String,
     pub client_id: Option<String>,
     pub client_secret: Option<Secret>,
@@ -184,6 +198,9 @@ pub struct RouteConfig {
     pub case_insensitive: bool,
     /// On a `public` route, forward the client's `Authorization` (removed otherwise).
     pub pass_authorization: bool,
+    /// The schools (by name) whose sessions and tokens the route accepts, in the order
+    /// a chooser shows them; empty only on `public` routes.
+    pub loopwise: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,7 +214,8 @@ pub struct LogConfig {
 pub struct Config {
     pub log: LogConfig,
     pub server: ServerConfig,
-    pub loopwise: LoopwiseConfig,
+    /// The schools users sign in at, in the order written (never empty, names unique).
+    pub schools: Vec<LoopwiseConfig>,
     pub session: SessionConfig,
     pub cache: CacheConfig,
     /// `[redis]`, when replicas share state.

@@ -9,8 +9,9 @@ use crate::secret::SecretSource;
 pub(super) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
-    #[serde(default)]
-    pub loopwise: RawLoopwise,
+    /// `[loopwise]` (one school) or `[[loopwise]]` (several): read as a value and
+    /// deserialized per table in validation, so unknown keys are still reported.
+    pub loopwise: Option<toml::Value>,
     #[serde(default)]
     pub session: RawSession,
     #[serde(default)]
@@ -67,6 +68,14 @@ pub(super) enum RawUpstreams {
     Many(Vec<String>),
 }
 
+/// `loopwise = "north"` or `loopwise = ["north", "south"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawNames {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawHealthCheck {
     pub path: Option<String>,
@@ -78,6 +87,8 @@ pub(super) struct RawHealthCheck {
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawLoopwise {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretSource>,
@@ -112,6 +123,8 @@ pub(super) struct RawRoute {
     pub scopes: Option<Vec<String>>,
     pub roles: Option<Vec<String>>,
     pub schools: Option<Vec<toml::Value>>,
+    /// The school(s) whose users the route accepts, by `[[loopwise]]` name.
+    pub loopwise: Option<RawNames>,
     pub skip_auth_methods: Option<Vec<String>>,
     pub health_check: Option<RawHealthCheck>,
     pub auth: Option<String>,

@@ -1,3 +1,6 @@
+//! Config parsing and validation tests (test code only: long because every section's
+//! keys, defaults and error messages get their cases, plus the property tests).
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -57,7 +60,7 @@ fn the_issue_example_parses_with_documented_defaults() {
     assert_eq!(c.session.lifetime, Duration::from_secs(7 * 86400));
     assert_eq!(c.session.secrets[0].len(), 32);
     assert_eq!(
-        c.loopwise.registration_file,
+        c.schools[0].registration_file,
         Path::new("/etc/loopgate/loopgate-registration.json")
     );
     assert_eq!(c.routes.len(), 2);
@@ -186,7 +189,10 @@ fn client_secret_needs_a_client_id_and_resolves() {
         "client_id = \"abc123\"\nclient_secret = { env = \"LG_CLIENT_SECRET\" }",
     );
     let c = parse_str(&with).unwrap();
-    assert_eq!(c.loopwise.client_secret.unwrap().expose(), "client-secret");
+    assert_eq!(
+        c.schools[0].client_secret.as_ref().unwrap().expose(),
+        "client-secret"
+    );
     let without = MINIMAL.replace("client_id = \"abc123\"", "client_secret = \"x\"");
     assert!(parse_str(&without)
         .unwrap_err()
@@ -220,7 +226,7 @@ fn token_settings_have_documented_defaults_and_are_checked() {
     assert_eq!(c.cache.ttl, Duration::from_secs(60));
     assert_eq!(c.cache.negative_ttl, Duration::from_secs(10));
     assert_eq!(c.cache.max_entries, 100_000);
-    assert!(c.loopwise.jwt_secret.is_none() && c.loopwise.school_id.is_none());
+    assert!(c.schools[0].jwt_secret.is_none() && c.schools[0].school_id.is_none());
 
     let text = MINIMAL.replace("auth = \"login\"", "auth = \"api\"\naccept_bearer = true")
         + "\n[cache]\nmax_entries = 0\nttl = \"soon\"\n";
@@ -246,7 +252,7 @@ fn token_settings_have_documented_defaults_and_are_checked() {
         );
     let c = parse_str(&ok).unwrap();
     assert_eq!(c.routes[0].auth, AuthKind::Api);
-    assert_eq!(c.loopwise.school_id.as_deref(), Some("4242"));
+    assert_eq!(c.schools[0].school_id.as_deref(), Some("4242"));
 }
 
 #[test]
@@ -564,4 +570,141 @@ fn the_admin_token_is_optional_a_secret_and_long_enough() {
             "the value is not repeated: {e}"
         );
     }
+}
+
+/// Two schools and routes of each, of both and public.
+const TWO_SCHOOLS: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+
+[[loopwise]]
+name = "north"
+display_name = "North High"
+issuer = "https://north.loopwise.com"
+client_id = "n1"
+
+[[loopwise]]
+name = "south"
+issuer = "https://south.example.edu"
+
+[session]
+secrets = [{ env = "LG_SECRET" }]
+
+[[routes]]
+name = "north"
+path = "/north"
+upstream = "http://127.0.0.1:9000"
+loopwise = "north"
+
+[[routes]]
+name = "both"
+path = "/"
+upstream = "http://127.0.0.1:9000"
+loopwise = ["south", "north"]
+
+[[routes]]
+name = "open"
+path = "/public"
+upstream = "http://127.0.0.1:9000"
+auth = "public"
+"#;
+
+#[test]
+fn several_schools_each_with_a_name_and_their_own_registration_file() {
+    let c = parse_str(TWO_SCHOOLS).unwrap();
+    let names: Vec<&str> = c.schools.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["north", "south"]);
+    assert_eq!(c.schools[0].display_name, "North High");
+    assert_eq!(c.schools[1].display_name, "south", "defaults to the name");
+    assert_eq!(
+        c.schools[1].registration_file,
+        Path::new("/etc/loopgate/loopgate-registration-south.json")
+    );
+    assert_eq!(c.routes[0].loopwise, ["north"]);
+    assert_eq!(
+        c.routes[1].loopwise,
+        ["south", "north"],
+        "the chooser's order"
+    );
+    assert!(c.routes[2].loopwise.is_empty());
+    // One [loopwise] table is the `default` school, as before schools had names.
+    let one = parse_str(MINIMAL).unwrap();
+    assert_eq!(one.schools.len(), 1);
+    assert_eq!(one.schools[0].name, crate::oauth::DEFAULT_SCHOOL);
+    assert!(one.routes.iter().all(|r| r.loopwise == ["default"]));
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    parse_str(text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| format!("{}: {}", e.key, e.message))
+        .collect()
+}
+
+fn has(errors: &[String], key: &str, part: &str) -> bool {
+    errors
+        .iter()
+        .any(|e| e.starts_with(&format!("{key}: ")) && e.contains(part))
+}
+
+#[test]
+fn school_mistakes_name_their_key() {
+    // No `loopwise` on a route while there are several schools.
+    let e = errors_of(&TWO_SCHOOLS.replace("loopwise = \"north\"\n", ""));
+    assert!(
+        has(&e, "routes[0].loopwise", "several schools (north, south)"),
+        "{e:?}"
+    );
+    // A name no school has, and a public route naming one.
+    let e = errors_of(
+        &TWO_SCHOOLS
+            .replace("loopwise = \"north\"", "loopwise = \"west\"")
+            .replace(
+                "auth = \"public\"",
+                "auth = \"public\"\nloopwise = \"north\"",
+            ),
+    );
+    assert!(has(&e, "routes[0].loopwise", "`west`"), "{e:?}");
+    assert!(
+        has(&e, "routes[2].loopwise", "authenticates no one"),
+        "{e:?}"
+    );
+    // Names: missing, duplicated, malformed, or colliding with a cookie chunk.
+    let e = errors_of(&TWO_SCHOOLS.replace("name = \"south\"\n", ""));
+    assert!(has(&e, "loopwise[1].name", "is required"), "{e:?}");
+    let e = errors_of(&TWO_SCHOOLS.replace("name = \"south\"", "name = \"north\""));
+    assert!(has(&e, "loopwise[1].name", "another school"), "{e:?}");
+    let e = errors_of(&TWO_SCHOOLS.replace("name = \"south\"", "name = \"so uth\""));
+    assert!(has(&e, "loopwise[1].name", "letters, digits"), "{e:?}");
+    let e = errors_of(&TWO_SCHOOLS.replace("name = \"south\"", "name = \"north_1\""));
+    assert!(
+        has(&e, "loopwise[1].name", "chunk of school `north`"),
+        "{e:?}"
+    );
+    // The same issuer twice, the same registration file twice, an unknown key.
+    let e = errors_of(&TWO_SCHOOLS.replace(
+        "https://south.example.edu\"",
+        "https://north.loopwise.com\"\nregistration_file = \"loopgate-registration-north.json\"\ncolour = 1",
+    ));
+    assert!(
+        has(&e, "loopwise[1].issuer", "school `north` has this issuer"),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "loopwise[1].registration_file", "same file"),
+        "{e:?}"
+    );
+    assert!(has(&e, "loopwise[1].colour", "unknown key"), "{e:?}");
+    // Keys of one [loopwise] table keep their plain path.
+    let e = errors_of(&MINIMAL.replace("client_id = \"abc123\"", "client_id = \"\"\ncolour = 1"));
+    assert!(has(&e, "loopwise.client_id", "non-empty"), "{e:?}");
+    assert!(has(&e, "loopwise.colour", "unknown key"), "{e:?}");
+    let e = errors_of(&format!(
+        "loopwise = 3\n{}",
+        MINIMAL.replace("[loopwise]", "[ignored]")
+    ));
+    assert!(has(&e, "loopwise", "expected a [loopwise] table"), "{e:?}");
 }

@@ -24,7 +24,10 @@ impl Gateway {
                 denial,
                 audience: Audience::Api,
             };
-            return match self.authenticate_bearer(view.headers, now).await {
+            return match self
+                .authenticate_bearer(view.headers, &rc.loopwise, now)
+                .await
+            {
                 BearerAuth::Valid { info, token, .. } => match rc.requirements.check(
                     &info.scope,
                     &info.identity.roles,
@@ -53,7 +56,10 @@ impl Gateway {
             denial,
             audience: Audience::of(view.is_navigation()),
         };
-        match self.authenticate_session(view.headers, now).await {
+        match self
+            .authenticate_session(view.headers, &rc.loopwise, now)
+            .await
+        {
             SessionAuth::Active {
                 session,
                 set_cookies,
@@ -84,6 +90,7 @@ impl Gateway {
             SessionAuth::Anonymous { clear } | SessionAuth::Ended { clear } => {
                 deny(Denial::LoginRequired {
                     clear_cookies: clear,
+                    schools: rc.loopwise.clone(),
                 })
             }
             SessionAuth::LoopwiseDown => deny(Denial::LoopwiseUnavailable),

@@ -230,10 +230,12 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
     let session = Session {
         sid: crate::random::token(),
         issuer_id: school.id.clone(),
-        scope: tokens
-            .scope
-            .clone()
-            .unwrap_or_else(|| gw.config.loopwise.scopes.join(" ")),
+        scope: tokens.scope.clone().unwrap_or_else(|| {
+            gw.config
+                .school(&school.id)
+                .map(|c| c.scopes.join(" "))
+                .unwrap_or_default()
+        }),
         access_expires_at: now + tokens.expires_in.unwrap_or(3600),
         access_issued_at: now,
         access_token: tokens.access_token,
@@ -272,7 +274,7 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
             }
         })?;
     set.push(clear_login.clone());
-    tracing::info!(result = "ok", sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
+    tracing::info!(result = "ok", school = %school.id, sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
     Ok(Reply::redirect(302, &login.target).cookies(set))
 }
 

@@ -122,9 +122,11 @@ pub enum Malformed {
 #[derive(Debug)]
 pub enum Denial {
     /// No usable session (none, unreadable, ended, grant dead): sign in. `clear_cookies`
-    /// deletes the session cookies the request carried.
+    /// deletes the session cookies the request carried; `schools` are where the route
+    /// lets one sign in (a chooser when there are several).
     LoginRequired {
         clear_cookies: Vec<String>,
+        schools: Vec<String>,
     },
     InvalidToken(TokenProblem),
     /// Authenticated, but the route needs what the credential lacks.
@@ -172,6 +174,7 @@ mod tests {
     fn labels_are_the_documented_ones() {
         let login = || Denial::LoginRequired {
             clear_cookies: Vec::new(),
+            schools: vec!["default".into()],
         };
         assert_eq!(login().label(Audience::Browser), "login_redirect");
         assert_eq!(login().label(Audience::Api), "unauthorized");

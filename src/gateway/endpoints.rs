@@ -14,10 +14,7 @@ pub(super) async fn handle(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Re
     let get = *view.method == http::Method::GET || *view.method == http::Method::HEAD;
     let post = *view.method == http::Method::POST;
     match sub {
-        "/start" if get => {
-            let target = view.query_param("rd").unwrap_or_else(|| "/".into());
-            gw.start_login(&target, now)
-        }
+        "/start" if get => start(gw, view, now),
         "/callback" if get => super::callback::callback(gw, view, now).await,
         "/sign_out" if get => sign_out_page(gw),
         "/sign_out" if post => sign_out(gw, view, now).await,
@@ -75,22 +72,22 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     if !same_origin(gw, view) {
         return Reply::error(403, true, "cross_site", "Sign-out must come from this site");
     }
-    if let Some(session) = gw.end_session(view.headers, now).await {
-        // Revoked at the session's own school (lookup only finds sessions of ours).
+    // Every school's session the browser holds ends, each revoked at its own school.
+    for session in gw.end_sessions(view.headers, now).await {
         let school = gw.schools.get(&session.issuer_id);
         if let (Some(rt), Some(school)) = (&session.refresh_token, school) {
             match school.client.revoke(rt, "refresh_token").await {
                 Ok(()) => {
-                    tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), "signed out; refresh token revoked")
+                    tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), school = %school.id, "signed out; refresh token revoked")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sign-out could not revoke the refresh token at Loopwise")
+                    tracing::warn!(error = %e, school = %school.id, "sign-out could not revoke the refresh token at Loopwise")
                 }
             }
         }
     }
 
-    let clears = gw.clear_session_cookies(view.headers);
+    let clears = gw.clear_all_session_cookies(view.headers);
     let target = view
         .query_param("rd")
         .and_then(|t| crate::login::target::safe_target(&t, &gw.config.server.prefix))
@@ -98,23 +95,49 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     Reply::redirect(303, &target).cookies(clears)
 }
 
-async fn userinfo(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
-    match gw.session(view.headers, now).await {
-        Some(s) => Reply::json(
-            200,
-            json!({
-                "sub": s.identity.sub,
-                "name": s.identity.name,
-                "email": s.identity.email,
-                "roles": s.identity.roles,
-                "school": s.identity.school,
-                "scope": s.scope,
-                "access_token_expires_at": s.access_expires_at,
-                "session_expires_at": s.expires_at,
-            }),
-        ),
-        None => Reply::unauthorized("no session"),
+/// `{prefix}/start`: `?school=` starts a login there; without it, the login at the only
+/// school the target's route accepts, or the chooser for several.
+fn start(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
+    let target = view.query_param("rd").unwrap_or_else(|| "/".into());
+    if let Some(school) = view.query_param("school") {
+        return gw.start_login(&school, &target, now);
     }
+    let safe = crate::login::target::safe_target(&target, &gw.config.server.prefix)
+        .unwrap_or_else(|| crate::login::target::DEFAULT_TARGET.to_string());
+    let path = crate::wire::path::split_target(&safe).0;
+    let route_schools = crate::wire::path::normalize(path)
+        .ok()
+        .and_then(|norm| gw.routes.find(view.host, &norm.path))
+        .map(|r| r.config.loopwise.clone())
+        .filter(|s| !s.is_empty());
+    let schools =
+        route_schools.unwrap_or_else(|| gw.schools.iter().map(|s| s.id.clone()).collect());
+    gw.choose_school(&schools, &safe, now)
+}
+
+/// The browser's sessions: the first one's fields at the top (one school, as before
+/// schools had names) and every school's in `sessions`.
+async fn userinfo(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
+    let sessions = gw.sessions(view.headers, now).await;
+    let describe = |s: &crate::session::Session| {
+        json!({
+            "sub": s.identity.sub,
+            "name": s.identity.name,
+            "email": s.identity.email,
+            "roles": s.identity.roles,
+            "school": s.identity.school,
+            "loopwise": gw.schools.get(&s.issuer_id).map(|x| x.id.clone()),
+            "scope": s.scope,
+            "access_token_expires_at": s.access_expires_at,
+            "session_expires_at": s.expires_at,
+        })
+    };
+    let Some(first) = sessions.first() else {
+        return Reply::unauthorized("no session");
+    };
+    let mut body = describe(first);
+    body["sessions"] = sessions.iter().map(describe).collect();
+    Reply::json(200, body)
 }
 
 /// Forward-auth for nginx `auth_request`, Traefik `forwardAuth` and Caddy `forward_auth`:

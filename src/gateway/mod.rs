@@ -4,14 +4,17 @@
 
 pub(crate) mod admission;
 mod authorize;
+mod bearer;
 mod callback;
 mod clock;
 mod denial;
 mod endpoints;
 pub(crate) mod identity;
+mod login;
 mod operator;
 mod render;
 pub(crate) mod reply;
+mod sessions;
 mod shared;
 pub(crate) mod upstream;
 
@@ -26,13 +29,12 @@ pub(crate) use shared::Shared;
 
 use crate::config::Config;
 use crate::gateway::reply::Reply;
-use crate::login::state::{self, LoginState, LOGIN_TTL};
-use crate::oauth::{pkce, LoopwiseClient, Schools};
+use crate::oauth::{LoopwiseClient, Schools};
 use crate::routes::RouteTable;
 use crate::session::{cookies, Keyring, Purpose, Session};
 use crate::token::cache::{Lookup, TokenCache};
-use crate::token::refresh::{needs_refresh, RefreshOutcome};
-use crate::token::validate::{self, Mode, TokenInfo, Verdict};
+use crate::token::refresh::RefreshOutcome;
+use crate::token::validate::{Mode, TokenInfo};
 
 /// Where a session-authenticated request stands.
 #[derive(Debug)]
@@ -110,7 +112,7 @@ impl RequestView<'_> {
 pub struct Gateway {
     pub config: Arc<Config>,
     pub routes: RouteTable,
-    /// The schools sessions and tokens belong to (today one).
+    /// The schools sessions and tokens belong to.
     pub schools: Schools,
     pub shared: Arc<Shared>,
     session_keys: Keyring,
@@ -118,7 +120,19 @@ pub struct Gateway {
     /// The session cookie's name without `__Host-` (login cookies derive from it).
     cookie_base: String,
     token_cache: Arc<TokenCache>,
+    /// Per school, in the order of `schools`.
+    tenants: Vec<Tenant>,
+}
+
+/// What the gateway keeps per school besides its client.
+struct Tenant {
+    name: String,
+    /// This school's session cookie (`session.cookie_name`, or `{cookie_name}.{name}`).
+    cookie_name: String,
     validation: Mode,
+    /// `school_id`: Bearer tokens must name this school id.
+    school_id: Option<String>,
+    scopes: Vec<String>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -136,7 +150,7 @@ impl Gateway {
         shared: Arc<Shared>,
         config: Arc<Config>,
         routes: RouteTable,
-        loopwise: LoopwiseClient,
+        schools: Schools,
     ) -> Gateway {
         let secrets = &config.session.secrets;
         let cookie_base = config
@@ -144,14 +158,27 @@ impl Gateway {
             .cookie_name
             .trim_start_matches("__Host-")
             .to_string();
-        let validation = match &config.loopwise.jwt_secret {
-            Some(secret) => Mode::Local {
-                key: jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()),
-                issuer: loopwise.issuer().to_string(),
-                audience: config.loopwise.audience.clone(),
-            },
-            None => Mode::Remote,
-        };
+        let tenants = schools
+            .iter()
+            .map(|school| {
+                let lw = config.school(&school.id);
+                let validation = match lw.and_then(|lw| lw.jwt_secret.as_ref()) {
+                    Some(secret) => Mode::Local {
+                        key: jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()),
+                        issuer: school.client.issuer().to_string(),
+                        audience: lw.and_then(|lw| lw.audience.clone()),
+                    },
+                    None => Mode::Remote,
+                };
+                Tenant {
+                    name: school.id.clone(),
+                    cookie_name: school_cookie_name(&config.session.cookie_name, &school.id),
+                    validation,
+                    school_id: lw.and_then(|lw| lw.school_id.clone()),
+                    scopes: lw.map(|lw| lw.scopes.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
         let cache = &config.cache;
         Gateway {
             shared,
@@ -160,11 +187,11 @@ impl Gateway {
                 cache.negative_ttl,
                 cache.max_entries,
             )),
-            validation,
+            tenants,
             session_keys: Keyring::new(Purpose::SessionCookie, secrets),
             login_keys: Keyring::new(Purpose::LoginState, secrets),
             routes,
-            schools: Schools::single(loopwise),
+            schools,
             cookie_base,
             config,
         }
@@ -201,215 +228,12 @@ impl Gateway {
         bare == self.cookie_base
             || bare
                 .strip_prefix(self.cookie_base.as_str())
-                .is_some_and(|rest| rest.starts_with('_'))
+                .is_some_and(|rest| rest.starts_with('_') || rest.starts_with('.'))
     }
 
-    /// The session a request's cookie carries, if any. Every failure (absent, tampered,
-    /// ambiguous, foreign key, expired, ended, store error) is "no session".
-    pub async fn session(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
-        match self.lookup_session(headers, now).await {
-            Found::Session(s, _) => Some(*s),
-            Found::Nothing | Found::StoreDown => None,
-        }
-    }
-
-    /// Ends the request's session, if it has one (sign-out): removed from the store and
-    /// recorded as ended, so every copy of its cookie is "no session" from now on.
-    pub async fn end_session(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
-        let Found::Session(session, payload) = self.lookup_session(headers, now).await else {
-            return None;
-        };
-        self.shared
-            .revoked
-            .end(&session.sid, session.expires_at, now)
-            .await;
-        if let Err(e) = self.shared.store.remove(&payload).await {
-            tracing::warn!(error = %e, "sign-out could not remove the session from the store");
-        }
-        Some(*session)
-    }
-
-    /// The store payload the request's session cookie carries, if it opens.
-    fn current_payload(&self, headers: &HeaderMap) -> Option<Vec<u8>> {
-        let fields = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        let jar = cookies::parse(fields);
-        let name = &self.config.session.cookie_name;
-        let sealed = cookies::read_chunked(&jar, name)?;
-        self.session_keys.open(name, &sealed).ok()
-    }
-
-    async fn lookup_session(&self, headers: &HeaderMap, now: u64) -> Found {
-        let Some(payload) = self.current_payload(headers) else {
-            return Found::Nothing;
-        };
-        match self.shared.store.load(&payload, now).await {
-            // A session of a school this gateway does not serve is no session here.
-            Ok(Some(s))
-                if self.schools.get(&s.issuer_id).is_some()
-                    && !self.shared.revoked.is_ended(&s.sid, now).await =>
-            {
-                Found::Session(Box::new(s), payload)
-            }
-            Ok(_) => Found::Nothing,
-            Err(e) => {
-                tracing::warn!(error = %e, "session store unavailable; treating as no session");
-                Found::StoreDown
-            }
-        }
-    }
-
-    /// The session of a request, refreshed first when its access token is (nearly) expired.
-    /// One refresh per session and refresh token, however many requests race.
-    pub async fn authenticate_session(&self, headers: &HeaderMap, now: u64) -> SessionAuth {
-        let mut session = match self.lookup_session(headers, now).await {
-            Found::Session(s, _) => *s,
-            Found::StoreDown => return SessionAuth::StoreDown,
-            Found::Nothing => {
-                let attrs = self.session_attrs();
-                let clear = self
-                    .existing_session_cookie_names(headers)
-                    .iter()
-                    .map(|n| cookies::clear(n, &attrs))
-                    .collect();
-                return SessionAuth::Anonymous { clear };
-            }
-        };
-        let Some(school) = self.schools.get(&session.issuer_id) else {
-            return SessionAuth::Anonymous { clear: Vec::new() };
-        };
-        let client = &school.client;
-        let before = self.config.session.refresh_before;
-        // A remembered refresh result can itself be due (a very late pre-refresh cookie):
-        // follow the chain a couple of steps at most, but call Loopwise once at most.
-        let mut refreshed = false;
-        for _ in 0..3 {
-            if !needs_refresh(&session, now, before) {
-                break;
-            }
-            let attempt = self.shared.refresh.refresh(client, &session, now).await;
-            if attempt.performed {
-                let outcome = outcome_name(&attempt.outcome);
-                self.shared
-                    .metrics
-                    .refresh
-                    .with_label_values(&[outcome])
-                    .inc();
-                tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), outcome, "refresh");
-            } else {
-                self.shared.metrics.refresh_coalesced.inc();
-            }
-            match attempt.outcome.as_ref() {
-                RefreshOutcome::Refreshed(new) => {
-                    session = new.as_ref().clone();
-                    refreshed = true;
-                    if attempt.performed {
-                        break;
-                    }
-                }
-                RefreshOutcome::Ended => {
-                    return SessionAuth::Ended {
-                        clear: self.clear_session_cookies(headers),
-                    }
-                }
-                RefreshOutcome::Unavailable { .. } => break,
-            }
-        }
-        if session.access_expires_at <= now {
-            return if session.refresh_token.is_some() {
-                SessionAuth::LoopwiseDown
-            } else {
-                SessionAuth::Ended {
-                    clear: self.clear_session_cookies(headers),
-                }
-            };
-        }
-        let set_cookies = if refreshed {
-            match self.session_cookies(&session, headers, now).await {
-                Ok(c) => c,
-                // Signed out or revoked while the refresh was in flight.
-                Err(SaveError::Store(crate::session::StoreError::Ended)) => {
-                    return SessionAuth::Ended {
-                        clear: self.clear_session_cookies(headers),
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot store the refreshed session");
-                    Vec::new()
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        SessionAuth::Active {
-            session: Box::new(session),
-            set_cookies,
-        }
-    }
-
-    /// Validates a client's Bearer token (cached; one validation per token at a time).
-    pub async fn authenticate_bearer(&self, headers: &HeaderMap, now: u64) -> BearerAuth {
-        let token = match crate::wire::bearer::bearer_token(headers) {
-            Ok(None) => return BearerAuth::Missing,
-            Err(_) => return BearerAuth::Invalid,
-            Ok(Some(t)) => t,
-        };
-        // Not even shaped like a Loopwise token (a JWT of sane size): refused before the
-        // cache, so junk neither costs a call to Loopwise nor fills the negative cache.
-        if !validate::plausible(token) {
-            return BearerAuth::Invalid;
-        }
-        let result = self
-            .token_cache
-            .get(
-                &self.schools.only().id,
-                token,
-                now,
-                validate::validate(&self.validation, self.loopwise(), token, now),
-            )
-            .await;
-        let lookup_label = match &result {
-            Ok((_, Lookup::Hit)) => "hit",
-            Ok((_, Lookup::NegativeHit)) => "negative_hit",
-            Ok((_, Lookup::Miss)) => "miss",
-            Err(_) => "error",
-        };
-        self.shared
-            .metrics
-            .token_cache_requests
-            .with_label_values(&[lookup_label])
-            .inc();
-        match result {
-            Ok((Verdict::Valid(info), lookup)) => {
-                let school_ok = self
-                    .config
-                    .loopwise
-                    .school_id
-                    .as_ref()
-                    .is_none_or(|s| *s == info.identity.school);
-                if school_ok {
-                    BearerAuth::Valid {
-                        info,
-                        token: token.to_string(),
-                        lookup,
-                    }
-                } else {
-                    BearerAuth::Invalid
-                }
-            }
-            Ok((Verdict::Invalid, _)) => BearerAuth::Invalid,
-            Err(e) => {
-                tracing::warn!(error = %e, mode = self.validation.name(self.loopwise()), "cannot validate a Bearer token: Loopwise unavailable");
-                BearerAuth::Unavailable
-            }
-        }
-    }
-
-    /// The client of the only school (start-up, readiness, logins while there is one).
-    pub fn loopwise(&self) -> &LoopwiseClient {
-        &self.schools.only().client
+    /// Handles a request under the gateway prefix.
+    pub async fn endpoint(&self, view: &RequestView<'_>, now: u64) -> Reply {
+        endpoints::handle(self, view, now).await
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
@@ -422,83 +246,26 @@ impl Gateway {
         &self.token_cache
     }
 
-    /// Which validation mode Bearer tokens use.
+    /// Which validation mode the first school's Bearer tokens use.
     pub fn validation_mode(&self) -> &'static str {
-        self.validation.name(self.loopwise())
+        let first = self.schools.first();
+        self.tenant(&first.id)
+            .map_or("pending", |t| t.validation.name(&first.client))
     }
 
-    fn clear_session_cookies(&self, headers: &HeaderMap) -> Vec<String> {
-        let attrs = self.session_attrs();
-        let existing = self.existing_session_cookie_names(headers);
-        if existing.is_empty() {
-            vec![cookies::clear(&self.config.session.cookie_name, &attrs)]
+    /// The first school's client (start-up logs, single-school tests).
+    pub fn loopwise(&self) -> &LoopwiseClient {
+        &self.schools.first().client
+    }
+
+    /// The per-school settings of the school named `school`.
+    fn tenant(&self, school: &str) -> Option<&Tenant> {
+        let school = if school.is_empty() {
+            crate::oauth::DEFAULT_SCHOOL
         } else {
-            existing.iter().map(|n| cookies::clear(n, &attrs)).collect()
-        }
-    }
-
-    /// `Set-Cookie` values that store `session`, replacing whatever the browser has.
-    pub async fn session_cookies(
-        &self,
-        session: &Session,
-        headers: &HeaderMap,
-        now: u64,
-    ) -> Result<Vec<String>, SaveError> {
-        let previous = self.current_payload(headers);
-        let payload = self.shared.store.save(session, previous.as_deref()).await?;
-        let name = &self.config.session.cookie_name;
-        let sealed = self.session_keys.seal(name, &payload);
-        let existing = self.existing_session_cookie_names(headers);
-        let max_age = session.expires_at.saturating_sub(now);
-        cookies::set_chunked(name, &sealed, &self.session_attrs(), max_age, &existing)
-            .ok_or(SaveError::TooLarge)
-    }
-
-    fn existing_session_cookie_names(&self, headers: &HeaderMap) -> Vec<String> {
-        let fields = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        let jar = cookies::parse(fields);
-        cookies::present_names(&jar, &self.config.session.cookie_name)
-    }
-
-    /// A 302 to Loopwise's authorize endpoint, with this login's sealed state cookie.
-    pub fn start_login(&self, target: &str, now: u64) -> Reply {
-        let target = crate::login::target::safe_target(target, &self.config.server.prefix)
-            .unwrap_or_else(|| crate::login::target::DEFAULT_TARGET.to_string());
-        let state_value = crate::random::token();
-        let verifier = pkce::Verifier::generate();
-        let url = match self.loopwise().authorize_url(
-            &state_value,
-            &verifier.challenge(),
-            &self.config.loopwise.scopes,
-        ) {
-            Ok(url) => url,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start a login");
-                return render::loopwise_down(true);
-            }
+            school
         };
-        let name = state::cookie_name(&self.login_cookie_base(), &state_value);
-        let sealed = state::seal(
-            &self.login_keys,
-            &name,
-            &LoginState {
-                state: state_value,
-                verifier: verifier.secret().to_string(),
-                target,
-                created_at: now,
-                issuer_id: self.schools.only().id.clone(),
-            },
-        );
-        let cookie = format!("{name}={sealed}; {}", self.login_attrs().render(LOGIN_TTL));
-        Reply::redirect(302, &url).cookies([cookie])
-    }
-
-    /// Handles a request under the gateway prefix.
-    pub async fn endpoint(&self, view: &RequestView<'_>, now: u64) -> Reply {
-        endpoints::handle(self, view, now).await
+        self.tenants.iter().find(|t| t.name == school)
     }
 }
 
@@ -509,6 +276,8 @@ pub enum SaveError {
     Store(#[from] crate::session::store::StoreError),
     #[error("the session is too large for cookies")]
     TooLarge,
+    #[error("the session's school is not configured")]
+    UnknownSchool,
 }
 
 /// What a request's session cookie led to.
@@ -519,6 +288,16 @@ enum Found {
     Nothing,
     /// The store could not be asked: keep the cookie, it may be fine.
     StoreDown,
+}
+
+/// A school's session cookie: the configured name for [`crate::oauth::DEFAULT_SCHOOL`]
+/// (so sessions made before schools had names stay valid), `{name}.{school}` otherwise.
+fn school_cookie_name(cookie_name: &str, school: &str) -> String {
+    if school == crate::oauth::DEFAULT_SCHOOL {
+        cookie_name.to_string()
+    } else {
+        format!("{cookie_name}.{school}")
+    }
 }
 
 fn outcome_name(o: &RefreshOutcome) -> &'static str {

@@ -25,8 +25,11 @@ impl Gateway {
     ) -> Reply {
         let browser = audience == Audience::Browser;
         match denial {
-            Denial::LoginRequired { clear_cookies } => match audience {
-                Audience::Browser => self.start_login(&view.target(), now),
+            Denial::LoginRequired {
+                clear_cookies,
+                schools,
+            } => match audience {
+                Audience::Browser => self.login_at(&schools, &view.target(), now),
                 Audience::Api => Reply::unauthorized(SIGN_IN_THROUGH_GATEWAY),
             }
             .cookies(clear_cookies),

@@ -87,7 +87,12 @@ skip_auth_methods = ["OPTIONS"]
         "https://gw.test/oauth2/callback".into(),
     );
     let shared = Shared::local(Arc::new(Metrics::new()), Duration::from_secs(30));
-    Gateway::new(Arc::new(shared), Arc::new(config), routes, loopwise)
+    Gateway::new(
+        Arc::new(shared),
+        Arc::new(config),
+        routes,
+        crate::oauth::Schools::single(loopwise),
+    )
 }
 
 fn route(gw: &Gateway, name: &str) -> Arc<crate::routes::Route> {
@@ -305,7 +310,16 @@ async fn a_session_of_a_school_the_gateway_does_not_serve_is_no_session() {
     let gw = gateway();
     let mut s = session(&[], NOW + 600);
     s.issuer_id = "elsewhere".into();
-    let headers = with_session(&gw, &s, navigation()).await;
+    // Sealed by this gateway's keys into the only school's cookie, as a cookie made
+    // before a school was removed would be.
+    let name = gw
+        .session_cookie_name(crate::oauth::DEFAULT_SCHOOL)
+        .unwrap()
+        .to_string();
+    let payload = gw.shared.store.save(&s, None).await.unwrap();
+    let sealed = gw.session_keys.seal(&name, &payload);
+    let mut headers = navigation();
+    headers.insert("cookie", format!("{name}={sealed}").parse().unwrap());
     let v = view(&Method::GET, "/page", &headers);
     let d = gw.authorize(&route(&gw, "app"), &v, NOW).await;
     assert!(

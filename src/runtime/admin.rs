@@ -24,8 +24,21 @@ pub(crate) async fn readiness(generation: &Generation) -> Vec<String> {
     if gw.shared.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_string());
     }
-    if let Some(why) = gw.loopwise().pending_reason() {
-        reasons.push(format!("loopwise metadata: not loaded ({why})"));
+    // Ready while one school can sign users in: one school's outage must not take every
+    // replica out of the load balancer (its routes answer 503 on their own).
+    let pending: Vec<(String, String)> = gw
+        .schools
+        .iter()
+        .filter_map(|s| s.client.pending_reason().map(|why| (s.id.clone(), why)))
+        .collect();
+    if pending.len() == gw.schools.len() {
+        for (school, why) in pending {
+            if gw.schools.len() == 1 {
+                reasons.push(format!("loopwise metadata: not loaded ({why})"));
+            } else {
+                reasons.push(format!("loopwise metadata of {school}: not loaded ({why})"));
+            }
+        }
     }
     if let Err(e) = gw.shared.store.health().await {
         reasons.push(format!("session store: unreachable ({e})"));
@@ -174,11 +187,14 @@ impl BackgroundService for PoolsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.live.start_pools();
         let gw = self.live.current();
-        if gw.loopwise().pending_reason().is_some() {
-            tokio::spawn(crate::runtime::bootstrap::resolve_in_background(
-                gw.config.clone(),
-                gw.loopwise().clone(),
-            ));
+        for school in gw.schools.iter() {
+            if school.client.pending_reason().is_some() {
+                tokio::spawn(crate::runtime::bootstrap::resolve_in_background(
+                    gw.config.clone(),
+                    school.id.clone(),
+                    school.client.clone(),
+                ));
+            }
         }
         if self.reload_on_sighup {
             tokio::spawn(self.live.clone().reload_on_sighup());

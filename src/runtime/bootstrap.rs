@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::{Config, LoopwiseConfig};
 use crate::gateway::{Gateway, Shared};
 use crate::oauth::client::Resolved;
-use crate::oauth::{client, registration, HttpClient, LoopwiseClient, ReqwestClient};
+use crate::oauth::{
+    client, registration, HttpClient, LoopwiseClient, ReqwestClient, School, Schools,
+};
 use crate::proxy::current::Generation;
 use crate::proxy::pools::Pools;
 use crate::routes::RouteTable;
@@ -44,6 +46,8 @@ pub enum StartError {
     Tls(String),
     #[error("graceful upgrade: {0}")]
     Upgrade(String),
+    #[error("no school is configured")]
+    NoSchools,
 }
 
 fn unix_now() -> u64 {
@@ -78,7 +82,7 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
         }
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let loopwise = loopwise_client_or_pending(&config, metrics.clone()).await?;
+    let schools = schools_or_pending(&config, metrics.clone()).await?;
     let pools = Pools::build(&config.routes).await?;
     let routes = RouteTable::new(&config.routes);
     let mut shared = Shared::local(metrics.clone(), config.session.refresh_grace);
@@ -98,7 +102,12 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
             .with_refresh(Arc::new(crate::replicas::RedisRefresher::new(
                 redis,
                 config.session.refresh_grace,
-                config.loopwise.timeout,
+                config
+                    .schools
+                    .iter()
+                    .map(|s| s.timeout)
+                    .max()
+                    .unwrap_or(Duration::from_secs(10)),
                 metrics,
             )));
         if config.session.store == crate::config::SessionStoreKind::Redis {
@@ -112,14 +121,17 @@ pub(crate) async fn prepare_with(config: Config, upgrade: bool) -> Result<Genera
     }
     let shared = Arc::new(shared);
     shared.set_admin_addr(config.server.admin_listen);
-    let gateway = Gateway::new(shared, Arc::new(config), routes, loopwise);
+    let gateway = Gateway::new(shared, Arc::new(config), routes, schools);
     Ok(Generation::new(Arc::new(gateway), pools))
 }
 
-/// Loopwise metadata and the client id (configured, or registered dynamically and
+/// A school's metadata and client id (configured, or registered dynamically and
 /// stored), fetched with `http`.
-async fn resolve(config: &Config, http: &dyn HttpClient) -> Result<Resolved, StartError> {
-    let lw = &config.loopwise;
+async fn resolve(
+    config: &Config,
+    lw: &LoopwiseConfig,
+    http: &dyn HttpClient,
+) -> Result<Resolved, StartError> {
     let metadata = discover_with_retry(http, &lw.issuer).await?;
     let client_id = match &lw.client_id {
         Some(id) => id.clone(),
@@ -133,7 +145,7 @@ async fn resolve(config: &Config, http: &dyn HttpClient) -> Result<Resolved, Sta
                 unix_now(),
             )
             .await?;
-            tracing::info!(client_id = %r.client_id, file = %lw.registration_file.display(), "using dynamically registered client");
+            tracing::info!(school = %lw.name, client_id = %r.client_id, file = %lw.registration_file.display(), "using dynamically registered client");
             r.client_id
         }
     };
@@ -159,17 +171,15 @@ fn transient(e: &StartError) -> bool {
 
 /// A throw-away HTTP client for discovery and registration, so no pooled connection
 /// outlives the runtime that opened it.
-fn startup_http(config: &Config) -> Result<ReqwestClient, StartError> {
-    let lw = &config.loopwise;
+fn startup_http(lw: &LoopwiseConfig) -> Result<ReqwestClient, StartError> {
     ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::from)
 }
 
 /// The metered client for the request path.
 fn request_http(
-    config: &Config,
+    lw: &LoopwiseConfig,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<dyn HttpClient>, StartError> {
-    let lw = &config.loopwise;
     Ok(Arc::new(crate::oauth::metered::MeteredClient {
         inner: Arc::new(
             ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::from)?,
@@ -178,20 +188,44 @@ fn request_http(
     }))
 }
 
-/// A Loopwise client with its metadata and client id loaded; fails if Loopwise cannot
+/// A school's client with its metadata and client id loaded; fails if the school cannot
 /// be reached (a reload keeps the running config then).
 pub(crate) async fn loopwise_client(
     config: &Config,
+    lw: &LoopwiseConfig,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<LoopwiseClient, StartError> {
-    let resolved = resolve(config, &startup_http(config)?).await?;
+    let resolved = resolve(config, lw, &startup_http(lw)?).await?;
     Ok(LoopwiseClient::new(
-        request_http(config, metrics)?,
+        request_http(lw, metrics)?,
         resolved.metadata,
         resolved.client_id,
-        config.loopwise.client_secret.clone(),
+        lw.client_secret.clone(),
         config.server.callback_url(),
     ))
+}
+
+/// One school of the registry, with its client.
+pub(crate) fn school(lw: &LoopwiseConfig, client: LoopwiseClient) -> School {
+    School {
+        id: lw.name.clone(),
+        display_name: lw.display_name.clone(),
+        client,
+    }
+}
+
+/// Every school's client, each pending while its school is unreachable (see
+/// [`loopwise_client_or_pending`]).
+async fn schools_or_pending(
+    config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<Schools, StartError> {
+    let mut all = Vec::new();
+    for lw in &config.schools {
+        let client = loopwise_client_or_pending(config, lw, metrics.clone()).await?;
+        all.push(school(lw, client));
+    }
+    Schools::new(all).ok_or(StartError::NoSchools)
 }
 
 /// Like [`loopwise_client`], but when Loopwise is unreachable the client starts pending
@@ -199,16 +233,17 @@ pub(crate) async fn loopwise_client(
 /// across a restart during a Loopwise outage, and `/readyz` says what is missing.
 pub(crate) async fn loopwise_client_or_pending(
     config: &Config,
+    lw: &LoopwiseConfig,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<LoopwiseClient, StartError> {
-    match loopwise_client(config, metrics.clone()).await {
+    match loopwise_client(config, lw, metrics.clone()).await {
         Ok(c) => Ok(c),
         Err(e) if transient(&e) => {
-            tracing::warn!(error = %e, "starting without Loopwise metadata; retrying in the background (logins and refreshes get 503 until then)");
+            tracing::warn!(school = %lw.name, error = %e, "starting without Loopwise metadata; retrying in the background (logins and refreshes get 503 until then)");
             Ok(LoopwiseClient::pending(
-                request_http(config, metrics)?,
-                config.loopwise.issuer.clone(),
-                config.loopwise.client_secret.clone(),
+                request_http(lw, metrics)?,
+                lw.issuer.clone(),
+                lw.client_secret.clone(),
                 config.server.callback_url(),
                 e.to_string(),
             ))
@@ -219,26 +254,33 @@ pub(crate) async fn loopwise_client_or_pending(
 
 /// Retries discovery (and registration) for a pending client with backoff (1 s to 30 s)
 /// until it succeeds or fails for a reason only a config change can fix.
-pub(crate) async fn resolve_in_background(config: Arc<Config>, client: LoopwiseClient) {
+pub(crate) async fn resolve_in_background(
+    config: Arc<Config>,
+    school: String,
+    client: LoopwiseClient,
+) {
+    let Some(lw) = config.school(&school) else {
+        return;
+    };
     let mut delay = Duration::from_secs(1);
     while client.pending_reason().is_some() {
         tokio::time::sleep(delay).await;
-        let outcome = match startup_http(&config) {
-            Ok(http) => resolve(&config, &http).await,
+        let outcome = match startup_http(lw) {
+            Ok(http) => resolve(&config, lw, &http).await,
             Err(e) => Err(e),
         };
         match outcome {
             Ok(r) => {
-                tracing::info!(issuer = %config.loopwise.issuer, client_id = %r.client_id, "Loopwise metadata loaded");
+                tracing::info!(school = %lw.name, issuer = %lw.issuer, client_id = %r.client_id, "Loopwise metadata loaded");
                 client.resolve(r);
             }
             Err(e) if transient(&e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "Loopwise metadata still not available");
+                tracing::warn!(school = %lw.name, error = %e, retry_in = ?delay, "Loopwise metadata still not available");
                 client.set_pending_reason(e.to_string());
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot load Loopwise metadata; fix the config and reload");
+                tracing::error!(school = %lw.name, error = %e, "cannot load Loopwise metadata; fix the config and reload");
                 client.set_pending_reason(e.to_string());
                 return;
             }

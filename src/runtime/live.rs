@@ -12,7 +12,7 @@ use crate::gateway::Gateway;
 use crate::proxy::current::{Current, Generation};
 use crate::proxy::pools::Pools;
 use crate::routes::RouteTable;
-use crate::runtime::bootstrap::{loopwise_client, StartError};
+use crate::runtime::bootstrap::{loopwise_client, school, StartError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -132,12 +132,22 @@ impl Live {
         {
             tracing::warn!("listen addresses, threads and TLS take effect only after a restart");
         }
-        let loopwise =
-            if config.loopwise == old.config.loopwise && s.callback_url() == o.callback_url() {
-                old.loopwise().clone()
-            } else {
-                loopwise_client(&config, old.shared.metrics.clone()).await?
+        // A school whose settings did not change keeps its client (and its metadata);
+        // an added or changed one must be reachable, or the reload is refused.
+        let mut all = Vec::new();
+        for lw in &config.schools {
+            let kept = old
+                .config
+                .school(&lw.name)
+                .filter(|was| *was == lw && s.callback_url() == o.callback_url())
+                .and_then(|_| old.schools.get(&lw.name));
+            let client = match kept {
+                Some(k) => k.client.clone(),
+                None => loopwise_client(&config, lw, old.shared.metrics.clone()).await?,
             };
+            all.push(school(lw, client));
+        }
+        let schools = crate::oauth::Schools::new(all).ok_or(StartError::NoSchools)?;
         let pools = Pools::build(&config.routes)
             .await
             .map_err(StartError::from)?;
@@ -156,7 +166,7 @@ impl Live {
         if let (Some(cert), Some(slot)) = (cert, self.tls.get()) {
             slot.replace(cert);
         }
-        let gateway = Gateway::new(old.shared.clone(), Arc::new(config), routes, loopwise);
+        let gateway = Gateway::new(old.shared.clone(), Arc::new(config), routes, schools);
         Ok(Generation::new(Arc::new(gateway), pools))
     }
 

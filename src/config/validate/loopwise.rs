@@ -1,21 +1,135 @@
-//! `[loopwise]`: the school's issuer, client and scopes.
+//! `[loopwise]` / `[[loopwise]]`: each school's name, issuer, client and scopes.
 
 use super::super::raw;
 use super::Validator;
 use crate::config::LoopwiseConfig;
-use crate::oauth::scope;
+use crate::oauth::{scope, DEFAULT_SCHOOL};
 
 impl Validator<'_> {
-    pub(super) fn loopwise(&mut self, raw: raw::RawLoopwise) -> Option<LoopwiseConfig> {
+    /// Every school: one `[loopwise]` table (its name defaults to `default`) or an array
+    /// of `[[loopwise]]` tables, each named. Names, issuers and registration files are
+    /// unique, and no school's cookie name can be mistaken for another's chunk.
+    pub(super) fn schools(&mut self, raw: Option<toml::Value>) -> Vec<LoopwiseConfig> {
+        let tables: Vec<(String, toml::Value)> = match raw {
+            None => vec![("loopwise".into(), toml::Value::Table(Default::default()))],
+            Some(t @ toml::Value::Table(_)) => vec![("loopwise".into(), t)],
+            Some(toml::Value::Array(items)) if !items.is_empty() => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (format!("loopwise[{i}]"), t))
+                .collect(),
+            Some(toml::Value::Array(_)) => {
+                self.err("loopwise", "needs at least one [[loopwise]] table");
+                return Vec::new();
+            }
+            Some(other) => {
+                self.err(
+                    "loopwise",
+                    format!(
+                        "expected a [loopwise] table or [[loopwise]] tables, not a {}",
+                        other.type_str()
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let several = tables.len() > 1 || tables.first().is_some_and(|(k, _)| k != "loopwise");
+        let mut out: Vec<LoopwiseConfig> = Vec::new();
+        for (key, value) in tables {
+            let mut unknown = Vec::new();
+            let parsed: Result<raw::RawLoopwise, _> = serde_ignored::deserialize(value, |path| {
+                unknown.push(super::super::key_path(&path))
+            });
+            for u in unknown {
+                self.err(format!("{key}.{u}"), "unknown key");
+            }
+            let raw = match parsed {
+                Ok(r) => r,
+                Err(e) => {
+                    self.err(&key, e.to_string().trim().replace('\n', " "));
+                    continue;
+                }
+            };
+            if let Some(school) = self.loopwise(&key, raw, several, &out) {
+                out.push(school);
+            }
+        }
+        out
+    }
+
+    /// One school under `key`; `earlier` are the valid schools before it.
+    fn loopwise(
+        &mut self,
+        key: &str,
+        raw: raw::RawLoopwise,
+        several: bool,
+        earlier: &[LoopwiseConfig],
+    ) -> Option<LoopwiseConfig> {
+        let k = |f: &str| format!("{key}.{f}");
+        let name = match raw.name.clone() {
+            None if several => {
+                self.err(
+                    k("name"),
+                    "is required when there are several [[loopwise]] tables",
+                );
+                return None;
+            }
+            None => DEFAULT_SCHOOL.to_string(),
+            Some(n) => {
+                let ok = !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    self.invalid(
+                        &k("name"),
+                        &n,
+                        "1-32 letters, digits, `_` and `-` (it becomes a cookie name and a metric label)",
+                    );
+                    return None;
+                }
+                if earlier.iter().any(|o| o.name == n) {
+                    self.invalid(&k("name"), &n, "another school has this name");
+                    return None;
+                }
+                // `{cookie}.north_1` is chunk 1 of school `north`'s session cookie.
+                if let Some(o) = earlier
+                    .iter()
+                    .find(|o| chunk_of(&n, &o.name) || chunk_of(&o.name, &n))
+                {
+                    self.invalid(
+                        &k("name"),
+                        &n,
+                        format!("its session cookie would read as a chunk of school `{}`'s (drop the `_<digits>` ending)", o.name),
+                    );
+                    return None;
+                }
+                n
+            }
+        };
+        if let Some(d) = &raw.display_name {
+            if d.trim().is_empty() || d.chars().any(char::is_control) {
+                self.invalid(
+                    &k("display_name"),
+                    d,
+                    "must be non-empty text without control characters",
+                );
+            }
+        }
+        let default_registration = if name == DEFAULT_SCHOOL {
+            "loopgate-registration.json".to_string()
+        } else {
+            format!("loopgate-registration-{name}.json")
+        };
         let issuer = match raw.issuer {
             None => {
                 self.err(
-                    "loopwise.issuer",
+                    k("issuer"),
                     "is required (the school's origin, e.g. https://demo.loopwise.com)",
                 );
                 None
             }
-            Some(i) => self.origin("loopwise.issuer", &i),
+            Some(i) => self.origin(&k("issuer"), &i),
         };
         if let Some(i) = &issuer {
             let host = url::Url::parse(i)
@@ -29,19 +143,18 @@ impl Validator<'_> {
                     .is_ok_and(|ip| ip.is_loopback());
             if i.starts_with("http://") && !loopback && !raw.allow_http.unwrap_or(false) {
                 self.invalid(
-                    "loopwise.issuer",
+                    &k("issuer"),
                     i,
-                    "must be https (http is allowed for loopback addresses, or set loopwise.allow_http = true)",
+                    format!(
+                        "must be https (http is allowed for loopback addresses, or set {} = true)",
+                        k("allow_http")
+                    ),
                 );
             }
         }
         if let Some(id) = &raw.client_id {
             if id.is_empty() || id.chars().any(|c| c.is_control() || c == ' ') {
-                self.invalid(
-                    "loopwise.client_id",
-                    id,
-                    "must be a non-empty id without spaces",
-                );
+                self.invalid(&k("client_id"), id, "must be a non-empty id without spaces");
             }
         }
         let client_secret = match &raw.client_secret {
@@ -49,14 +162,17 @@ impl Validator<'_> {
             Some(src) => {
                 if raw.client_id.is_none() {
                     self.err(
-                        "loopwise.client_secret",
-                        "needs loopwise.client_id (dynamically registered clients are public)",
+                        k("client_secret"),
+                        format!(
+                            "needs {} (dynamically registered clients are public)",
+                            k("client_id")
+                        ),
                     );
                 }
                 match src.resolve(self.env, self.base_dir) {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        self.err("loopwise.client_secret", e.to_string());
+                        self.err(k("client_secret"), e.to_string());
                         None
                     }
                 }
@@ -64,35 +180,35 @@ impl Validator<'_> {
         };
         let scopes = raw.scopes.unwrap_or_else(|| vec!["read".into()]);
         if scopes.is_empty() {
-            self.err("loopwise.scopes", "must list at least one scope");
+            self.err(k("scopes"), "must list at least one scope");
         }
         for (i, s) in scopes.iter().enumerate() {
             if !scope::is_valid_token(s) {
-                self.invalid(&format!("loopwise.scopes[{i}]"), s, "not a scope token");
+                self.invalid(&format!("{key}.scopes[{i}]"), s, "not a scope token");
             }
         }
         let registration_file = self
             .path(
-                "loopwise.registration_file",
+                &k("registration_file"),
                 Some(
                     raw.registration_file
                         .as_deref()
-                        .unwrap_or("loopgate-registration.json"),
+                        .unwrap_or(&default_registration),
                 ),
                 false,
             )
             .unwrap_or_default();
-        let timeout = self.duration("loopwise.timeout", raw.timeout.as_deref(), "10s");
-        let ca_file = self.path("loopwise.ca_file", raw.ca_file.as_deref(), true);
+        let timeout = self.duration(&k("timeout"), raw.timeout.as_deref(), "10s");
+        let ca_file = self.path(&k("ca_file"), raw.ca_file.as_deref(), true);
         let jwt_secret = self.secret(
-            "loopwise.jwt_secret",
+            &k("jwt_secret"),
             raw.jwt_secret.as_ref(),
             16,
             "is too short to be an HS256 secret (at least 16 bytes)",
         );
         let audience = match raw.audience {
             Some(a) if a.trim().is_empty() => {
-                self.invalid("loopwise.audience", &a, "must not be empty");
+                self.invalid(&k("audience"), &a, "must not be empty");
                 None
             }
             a => a,
@@ -103,14 +219,40 @@ impl Validator<'_> {
             Some(toml::Value::Integer(n)) => Some(n.to_string()),
             Some(other) => {
                 self.invalid(
-                    "loopwise.school_id",
+                    &k("school_id"),
                     &other.to_string(),
                     "expected the school id, e.g. 4242",
                 );
                 None
             }
         };
+        if let Some(i) = &issuer {
+            if let Some(o) = earlier.iter().find(|o| o.issuer == *i) {
+                self.invalid(
+                    &k("issuer"),
+                    i,
+                    format!(
+                        "school `{}` has this issuer (a token's `iss` must name one school)",
+                        o.name
+                    ),
+                );
+            }
+        }
+        if let Some(o) = earlier
+            .iter()
+            .find(|o| o.registration_file == registration_file)
+        {
+            self.err(
+                k("registration_file"),
+                format!(
+                    "school `{}` registers in the same file; give each school its own",
+                    o.name
+                ),
+            );
+        }
         Some(LoopwiseConfig {
+            display_name: raw.display_name.unwrap_or_else(|| name.clone()),
+            name,
             issuer: issuer?,
             client_id: raw.client_id,
             client_secret,
@@ -124,4 +266,11 @@ impl Validator<'_> {
             audience,
         })
     }
+}
+
+/// Whether `name` is `other` followed by `_<digits>` (how cookie chunks are named).
+fn chunk_of(name: &str, other: &str) -> bool {
+    name.strip_prefix(other)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }

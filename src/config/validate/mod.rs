@@ -100,9 +100,14 @@ impl Validator<'_> {
 
     pub(super) fn config(&mut self, raw: raw::RawConfig) -> Option<Config> {
         let server = self.server(raw.server);
-        let loopwise = self.loopwise(raw.loopwise);
+        let schools = self.schools(raw.loopwise);
+        let names: Vec<&str> = schools.iter().map(|s| s.name.as_str()).collect();
         let session = self.session(raw.session, server.as_ref().is_some_and(|s| s.secure));
-        let routes = self.routes(raw.routes, server.as_ref().map(|s| s.prefix.as_str()));
+        let routes = self.routes(
+            raw.routes,
+            server.as_ref().map(|s| s.prefix.as_str()),
+            &names,
+        );
         let cache = self.cache(raw.cache);
         let redis_table = raw.redis.is_some();
         let redis = raw.redis.and_then(|r| self.redis(r));
@@ -134,7 +139,7 @@ impl Validator<'_> {
         Some(Config {
             log: LogConfig { format, level },
             server: server?,
-            loopwise: loopwise?,
+            schools,
             session: session?,
             cache,
             redis,

@@ -12,13 +12,14 @@ impl Validator<'_> {
         &mut self,
         raw: Vec<raw::RawRoute>,
         prefix: Option<&str>,
+        schools: &[&str],
     ) -> Vec<RouteConfig> {
         if raw.is_empty() {
             self.err("routes", "at least one [[routes]] entry is required");
         }
         let mut out: Vec<RouteConfig> = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
-            if let Some(route) = self.route(i, r, &out, prefix) {
+            if let Some(route) = self.route(i, r, &out, prefix, schools) {
                 out.push(route);
             }
         }
@@ -33,6 +34,7 @@ impl Validator<'_> {
         r: raw::RawRoute,
         earlier: &[RouteConfig],
         prefix: Option<&str>,
+        school_names: &[&str],
     ) -> Option<RouteConfig> {
         let k = |f: &str| format!("routes[{i}].{f}");
         let name = match r.name {
@@ -226,6 +228,7 @@ impl Validator<'_> {
         if r.accept_bearer.is_some() && auth != AuthKind::Login {
             self.err(k("accept_bearer"), "only applies to `auth = \"login\"` routes (`api` routes always take Bearer tokens)");
         }
+        let loopwise = self.route_schools(&k("loopwise"), r.loopwise, auth, school_names);
         let ca_file = self.path(&k("ca_file"), r.ca_file.as_deref(), true);
         let connect_timeout =
             self.duration(&k("connect_timeout"), r.connect_timeout.as_deref(), "5s");
@@ -265,9 +268,69 @@ impl Validator<'_> {
                 allow_path_params: r.allow_path_params.unwrap_or(false),
                 case_insensitive: r.case_insensitive.unwrap_or(false),
                 pass_authorization: r.pass_authorization.unwrap_or(false),
+                loopwise,
             });
         }
         None
+    }
+
+    /// The schools a route accepts: those its `loopwise` key names, or the only one. A
+    /// `public` route authenticates no one, so it names none.
+    fn route_schools(
+        &mut self,
+        key: &str,
+        raw: Option<raw::RawNames>,
+        auth: AuthKind,
+        schools: &[&str],
+    ) -> Vec<String> {
+        let names = match raw {
+            None => Vec::new(),
+            Some(raw::RawNames::One(n)) => vec![n],
+            Some(raw::RawNames::Many(ns)) => ns,
+        };
+        if auth == AuthKind::Public {
+            if !names.is_empty() {
+                self.err(
+                    key,
+                    "a public route authenticates no one, so it names no school",
+                );
+            }
+            return Vec::new();
+        }
+        if names.is_empty() {
+            return match schools {
+                [only] => vec![only.to_string()],
+                [] => Vec::new(),
+                _ => {
+                    self.err(
+                        key,
+                        format!(
+                            "is required: there are several schools ({}), name the one(s) this route accepts",
+                            schools.join(", ")
+                        ),
+                    );
+                    Vec::new()
+                }
+            };
+        }
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            if !schools.contains(&n.as_str()) {
+                self.invalid(
+                    key,
+                    &n,
+                    format!(
+                        "no [[loopwise]] school has this name (there are: {})",
+                        schools.join(", ")
+                    ),
+                );
+            } else if out.contains(&n) {
+                self.invalid(key, &n, "is named twice");
+            } else {
+                out.push(n);
+            }
+        }
+        out
     }
 
     pub(super) fn upstream(&mut self, key: &str, value: &str) -> Option<Upstream> {
