@@ -571,7 +571,9 @@ async fn loopwise_errors_get_clear_escaped_pages_without_tokens() {
         ))
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(r.body.contains("You declined to sign in"));
+    // Whether the user declined or the school's policy refused without asking, the
+    // school said no: the page does not claim the user decided.
+    assert!(r.body.contains("Your school refused the sign-in"));
     assert!(!r.body.contains("<script>alert"), "escaped");
     assert!(r.body.contains("&lt;script&gt;"));
     assert!(

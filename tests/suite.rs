@@ -23,6 +23,8 @@ mod limits;
 mod logs;
 #[path = "nginx.rs"]
 mod nginx;
+#[path = "oidc.rs"]
+mod oidc;
 #[path = "open_redirects.rs"]
 mod open_redirects;
 #[path = "ops.rs"]

@@ -108,6 +108,10 @@ pub struct LoopwiseConfig {
     pub school_id: Option<String>,
     /// When set, locally validated tokens must name it in `aud`.
     pub audience: Option<String>,
+    /// The claims that name email, name, roles and school.
+    pub claims: crate::oauth::claims::ClaimNames,
+    /// Extra authorize parameters (`prompt = "consent"`, `resource = …`).
+    pub authorize_params: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]

@@ -101,6 +101,17 @@ pub(super) struct RawLoopwise {
     pub jwt_secret: Option<SecretSource>,
     pub school_id: Option<toml::Value>,
     pub audience: Option<String>,
+    pub claims: Option<RawClaims>,
+    pub authorize_params: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `claims = { roles = "…", school = "…", email = "…", name = "…" }`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawClaims {
+    pub roles: Option<String>,
+    pub school: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -708,3 +708,44 @@ fn school_mistakes_name_their_key() {
     ));
     assert!(has(&e, "loopwise", "expected a [loopwise] table"), "{e:?}");
 }
+
+#[test]
+fn an_openid_school_may_have_a_path_claims_and_authorize_params() {
+    let text = MINIMAL
+        .replace(
+            "issuer = \"http://127.0.0.1:8081\"",
+            "issuer = \"http://127.0.0.1:8081/realms/x/\"\nauthorize_params = { prompt = \"consent\", resource = \"https://api\" }\nclaims = { roles = \"groups\" }",
+        )
+        .replace("scopes = [\"read\", \"courses:read\"]", "scopes = [\"openid\", \"offline_access\"]");
+    let c = parse_str(&text).unwrap();
+    let s = &c.schools[0];
+    assert_eq!(
+        s.issuer, "http://127.0.0.1:8081/realms/x",
+        "trailing / dropped"
+    );
+    assert_eq!(
+        s.authorize_params,
+        [
+            ("prompt".to_string(), "consent".to_string()),
+            ("resource".to_string(), "https://api".to_string())
+        ]
+    );
+    assert_eq!(s.claims.roles, "groups");
+    assert_eq!(
+        s.claims.school, "org_id",
+        "unnamed claims keep their defaults"
+    );
+    let e = errors_of(&text.replace("prompt = \"consent\"", "state = \"fixed\""));
+    assert!(
+        has(
+            &e,
+            "loopwise.authorize_params",
+            "sets this parameter itself"
+        ),
+        "{e:?}"
+    );
+    let e = errors_of(&text.replace("/realms/x/", "/realms/x?tenant=1"));
+    assert!(has(&e, "loopwise.issuer", "no query"), "{e:?}");
+    let e = errors_of(&text.replace("roles = \"groups\"", "roles = \"\""));
+    assert!(has(&e, "loopwise.claims.roles", "claim name"), "{e:?}");
+}

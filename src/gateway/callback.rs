@@ -18,9 +18,18 @@ pub(super) enum LoginFailure {
     GuardDown,
     /// The state was used already (a replayed or double-submitted callback).
     Replayed,
-    /// The user refused consent at Loopwise (`error=access_denied`).
+    /// The school refused the sign-in (`error=access_denied`: the user declined, or the
+    /// school's policy refused without asking).
     Declined {
         detail: String,
+    },
+    /// The callback's `iss` is not the school's (RFC 9207: a mix-up attack), or it is
+    /// missing although the school says it sends one.
+    WrongIssuer,
+    /// The school answered something the protocol does not allow (a malformed token
+    /// response, an ID token that does not verify, a userinfo of another user).
+    Unexpected {
+        what: String,
     },
     /// Loopwise sent the user back with another `error`.
     ProviderError {
@@ -43,6 +52,8 @@ impl LoginFailure {
     pub(super) fn status(&self) -> u16 {
         match self {
             LoginFailure::Declined { .. } => 403,
+            LoginFailure::Unexpected { .. } => 502,
+            LoginFailure::WrongIssuer => 400,
             LoginFailure::GuardDown
             | LoginFailure::Unavailable
             | LoginFailure::StoreUnavailable => 503,
@@ -60,6 +71,8 @@ impl LoginFailure {
         match self {
             LoginFailure::Declined { .. } => "denied",
             LoginFailure::Unavailable => "loopwise_unreachable",
+            LoginFailure::Unexpected { .. } => "unexpected_answer",
+            LoginFailure::WrongIssuer => "refused",
             LoginFailure::GuardDown
             | LoginFailure::StoreFailed
             | LoginFailure::StoreUnavailable => "error",
@@ -73,7 +86,9 @@ impl LoginFailure {
 
     fn headline(&self) -> &'static str {
         match self {
-            LoginFailure::Declined { .. } => "You declined to sign in",
+            LoginFailure::Declined { .. } => "Your school refused the sign-in",
+            LoginFailure::WrongIssuer => "Sign-in could not be completed",
+            LoginFailure::Unexpected { .. } => "The school's server answered something unexpected",
             LoginFailure::ProviderError { .. } => "Loopwise could not sign you in",
             LoginFailure::Refused { .. } => "Loopwise refused the sign-in",
             LoginFailure::Unavailable => "Loopwise is unreachable",
@@ -96,8 +111,17 @@ impl LoginFailure {
                 detail.clone()
             }
             LoginFailure::NoCode => "the callback has no code".into(),
-            LoginFailure::Refused { code } => {
+            LoginFailure::WrongIssuer => {
+                "the answer does not come from the school the sign-in started at".into()
+            }
+            LoginFailure::Unexpected { what } => {
+                format!("{what}. Please try again; if it persists, tell your school's IT team.")
+            }
+            LoginFailure::Refused { code } if code == "invalid_grant" => {
                 format!("{code} — the sign-in link may have expired or been used already")
+            }
+            LoginFailure::Refused { code } => {
+                format!("{code} — the school's server refused the request")
             }
             LoginFailure::Unavailable => {
                 "The sign-in service did not answer. Please try again in a moment.".into()
@@ -197,6 +221,23 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
         }
     }
 
+    // RFC 9207: an authorization response names its issuer; a wrong one is a mix-up.
+    let advertised = school
+        .client
+        .metadata()
+        .is_some_and(|m| m.authorization_response_iss_parameter_supported);
+    match view.query_param("iss") {
+        Some(iss) if iss != school.client.issuer() => {
+            tracing::warn!(school = %school.id, iss = %crate::wire::headers::sanitize(&iss), "login callback refused: iss is not the school's issuer");
+            return Err(fail(LoginFailure::WrongIssuer));
+        }
+        None if advertised => {
+            tracing::warn!(school = %school.id, "login callback refused: no iss although the school advertises it");
+            return Err(fail(LoginFailure::WrongIssuer));
+        }
+        _ => {}
+    }
+
     if let Some(error) = view.query_param("error") {
         let description = view.query_param("error_description").unwrap_or_default();
         tracing::info!(error = %crate::wire::headers::sanitize(&error), "login refused by Loopwise");
@@ -221,11 +262,17 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
         .exchange_code(&code, &login.verifier)
         .await
         .map_err(|e| fail(loopwise_failure(&e)))?;
-    let identity = school
-        .client
-        .userinfo(&tokens.access_token)
-        .await
-        .map_err(|e| fail(loopwise_failure(&e)))?;
+    let identity = if login.nonce.is_empty() {
+        school
+            .client
+            .userinfo(&tokens.access_token)
+            .await
+            .map_err(|e| fail(loopwise_failure(&e)))?
+    } else {
+        oidc_identity(school, &tokens, &login.nonce, now)
+            .await
+            .map_err(fail)?
+    };
     let lifetime = gw.config.session.lifetime.as_secs();
     let session = Session {
         sid: crate::random::token(),
@@ -278,11 +325,68 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
     Ok(Reply::redirect(302, &login.target).cookies(set))
 }
 
+/// OpenID Connect: identity from the verified ID token, completed by userinfo when the
+/// school has it (a userinfo that fails keeps the ID token's identity; one naming
+/// another user is refused).
+async fn oidc_identity(
+    school: &crate::oauth::School,
+    tokens: &crate::oauth::TokenSet,
+    nonce: &str,
+    now: u64,
+) -> Result<crate::session::Identity, LoginFailure> {
+    let Some(raw) = tokens.id_token.as_deref() else {
+        tracing::warn!(school = %school.id, field = "id_token", "the token response has no id_token although openid was asked");
+        return Err(LoginFailure::Unexpected {
+            what: "The token response has no ID token".into(),
+        });
+    };
+    let claims = school
+        .client
+        .verify_id_token(raw, nonce, now)
+        .await
+        .map_err(|e| match e {
+            crate::oauth::client::IdTokenFailure::Loopwise(e) => loopwise_failure(&e),
+            crate::oauth::client::IdTokenFailure::Invalid(e) => {
+                tracing::warn!(school = %school.id, error = %e, "login refused: the id_token is not valid");
+                LoginFailure::Unexpected {
+                    what: format!("The school's ID token was refused ({e})"),
+                }
+            }
+        })?;
+    let identity = school.client.claim_names().identity(&claims);
+    let has_userinfo = school
+        .client
+        .metadata()
+        .is_some_and(|m| m.userinfo_endpoint.is_some());
+    if !has_userinfo {
+        return Ok(identity);
+    }
+    match school.client.userinfo(&tokens.access_token).await {
+        Ok(more) if more.sub == identity.sub => Ok(crate::oauth::claims::merge(identity, more)),
+        Ok(_) => {
+            tracing::warn!(school = %school.id, field = "sub", "login refused: userinfo names another user than the id_token");
+            Err(LoginFailure::Unexpected {
+                what: "The school's userinfo names another user than its ID token".into(),
+            })
+        }
+        Err(e) => {
+            tracing::info!(school = %school.id, error = %e, "userinfo unavailable at login; using the id_token's identity");
+            Ok(identity)
+        }
+    }
+}
+
 fn loopwise_failure(e: &LoopwiseError) -> LoginFailure {
     match e {
         LoopwiseError::Refused { code, .. } => {
             tracing::warn!(error = %code, "Loopwise refused the login");
             LoginFailure::Refused { code: code.clone() }
+        }
+        LoopwiseError::Malformed(what) => {
+            tracing::error!(error = %what, "the school answered the login with something unexpected");
+            LoginFailure::Unexpected {
+                what: "The school's server answered something unexpected".into(),
+            }
         }
         other => {
             tracing::error!(error = %other, "Loopwise unreachable during login");

@@ -17,17 +17,25 @@ impl Gateway {
         };
         let state_value = crate::random::token();
         let verifier = pkce::Verifier::generate();
-        let url =
-            match school
-                .client
-                .authorize_url(&state_value, &verifier.challenge(), &tenant.scopes)
-            {
-                Ok(url) => url,
-                Err(e) => {
-                    tracing::warn!(error = %e, school = %school.id, "cannot start a login");
-                    return super::render::loopwise_down(true);
-                }
-            };
+        // OpenID Connect when the school is asked for `openid`: a nonce binds the ID
+        // token to this login.
+        let nonce = if tenant.scopes.iter().any(|s| s == "openid") {
+            crate::random::token()
+        } else {
+            String::new()
+        };
+        let url = match school.client.authorize_url(
+            &state_value,
+            &verifier.challenge(),
+            &tenant.scopes,
+            (!nonce.is_empty()).then_some(nonce.as_str()),
+        ) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %e, school = %school.id, "cannot start a login");
+                return super::render::loopwise_down(true);
+            }
+        };
         let name = state::cookie_name(&self.login_cookie_base(), &state_value);
         let sealed = state::seal(
             &self.login_keys,
@@ -38,6 +46,7 @@ impl Gateway {
                 target,
                 created_at: now,
                 issuer_id: school.id.clone(),
+                nonce,
             },
         );
         let cookie = format!("{name}={sealed}; {}", self.login_attrs().render(LOGIN_TTL));

@@ -29,6 +29,10 @@ pub struct LoginState {
     /// there. Empty in states sealed before it was kept (the only school).
     #[serde(rename = "k", default, skip_serializing_if = "String::is_empty")]
     pub issuer_id: String,
+    /// OpenID Connect: the `nonce` sent, which the ID token must carry back. Empty when
+    /// the login did not ask for `openid`.
+    #[serde(rename = "n", default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
 }
 
 impl std::fmt::Debug for LoginState {
@@ -104,6 +108,7 @@ mod tests {
             target: "/x".into(),
             created_at,
             issuer_id: "default".into(),
+            nonce: String::new(),
         }
     }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 
+use super::claims::ClaimNames;
 use super::http::{HttpClient, HttpRequest, HttpResponse};
+use super::id_token::{self, IdTokenError};
 use crate::secret::Secret;
 use crate::session::Identity;
 
@@ -35,7 +37,7 @@ impl LoopwiseError {
     }
 }
 
-/// RFC 8414 metadata, the fields Loopgate uses.
+/// RFC 8414 / OpenID Connect Discovery metadata, the fields Loopgate uses.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Metadata {
     pub issuer: String,
@@ -51,6 +53,15 @@ pub struct Metadata {
     pub introspection_endpoint: Option<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// Where the keys that sign ID tokens are (OpenID Connect).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// RFC 9207: authorization responses carry `iss`, which must then be checked.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 impl Metadata {
@@ -67,11 +78,27 @@ impl Metadata {
             userinfo_endpoint: None,
             introspection_endpoint: None,
             code_challenge_methods_supported: vec!["S256".into()],
+            jwks_uri: None,
+            end_session_endpoint: None,
+            authorization_response_iss_parameter_supported: false,
         }
     }
 
-    pub fn url(issuer: &str) -> String {
-        format!("{issuer}/.well-known/oauth-authorization-server")
+    /// Where metadata may be, in the order asked: RFC 8414's document (for an issuer
+    /// with a path, `/.well-known/oauth-authorization-server` goes between host and path,
+    /// RFC 8414 §3.1), then OpenID Connect Discovery's `{issuer}/.well-known/openid-configuration`.
+    pub fn urls(issuer: &str) -> [String; 2] {
+        let (origin, path) = match issuer.find("://").map(|i| i + 3) {
+            Some(start) => match issuer[start..].find('/') {
+                Some(p) => issuer.split_at(start + p),
+                None => (issuer, ""),
+            },
+            None => (issuer, ""),
+        };
+        [
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+            format!("{issuer}/.well-known/openid-configuration"),
+        ]
     }
 
     /// Parses and checks metadata: the issuer must be the configured one (RFC 8414 §3.3)
@@ -115,6 +142,9 @@ pub struct TokenSet {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// OpenID Connect: who signed in, signed by the provider (never logged).
+    #[serde(default)]
+    pub id_token: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -123,6 +153,7 @@ impl std::fmt::Debug for TokenSet {
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -173,31 +204,10 @@ pub fn parse_token(resp: &HttpResponse) -> Result<TokenSet, LoopwiseError> {
     Ok(t)
 }
 
-#[derive(Deserialize)]
-struct UserinfoBody {
-    sub: serde_json::Value,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    org_id: Option<serde_json::Value>,
-    #[serde(default)]
-    roles: Vec<String>,
-}
-
-fn scalar(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// Parses a userinfo answer. Every 4xx but 429 is `Refused` (RFC 6750 §3.1: 400, 401
 /// and 403 are how a resource server rejects a token; a 404 or 414 for this token will
 /// not change either), so callers treat it as a bad token rather than an outage.
-pub fn parse_userinfo(resp: &HttpResponse) -> Result<Identity, LoopwiseError> {
+pub fn parse_userinfo(resp: &HttpResponse, names: &ClaimNames) -> Result<Identity, LoopwiseError> {
     if (400..500).contains(&resp.status) && resp.status != 429 {
         let (code, description) = match serde_json::from_slice::<ErrorBody>(&resp.body) {
             Ok(e) => (e.error, e.error_description.unwrap_or_default()),
@@ -208,18 +218,12 @@ pub fn parse_userinfo(resp: &HttpResponse) -> Result<Identity, LoopwiseError> {
         };
         return Err(LoopwiseError::Refused { code, description });
     }
-    let u: UserinfoBody = parse_json(resp)?;
-    let sub = scalar(&u.sub);
-    if sub.is_empty() {
+    let u: serde_json::Map<String, serde_json::Value> = parse_json(resp)?;
+    let id = names.identity(&u);
+    if id.sub.is_empty() {
         return Err(LoopwiseError::Malformed("userinfo without sub".into()));
     }
-    Ok(Identity {
-        sub,
-        name: u.name.unwrap_or_default(),
-        email: u.email.unwrap_or_default(),
-        roles: u.roles,
-        school: u.org_id.as_ref().map(scalar).unwrap_or_default(),
-    })
+    Ok(id)
 }
 
 /// What discovery and registration yield: the endpoints and the client id.
@@ -242,6 +246,12 @@ pub struct LoopwiseClient {
     client_secret: Option<Secret>,
     /// Byte-identical in the authorize and token requests (Loopwise compares them exactly).
     pub redirect_uri: String,
+    /// Which claims name email, name, roles and school.
+    claims: ClaimNames,
+    /// Extra authorize parameters (`prompt`, `resource`, …), in order.
+    authorize_params: Vec<(String, String)>,
+    /// The provider's signing keys, fetched when an ID token first needs them.
+    jwks: Arc<Mutex<Option<Arc<jsonwebtoken::jwk::JwkSet>>>>,
 }
 
 impl std::fmt::Debug for LoopwiseClient {
@@ -292,7 +302,26 @@ impl LoopwiseClient {
             pending_reason: Arc::new(Mutex::new(reason)),
             client_secret,
             redirect_uri,
+            claims: ClaimNames::default(),
+            authorize_params: Vec::new(),
+            jwks: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The same client reading identity from `claims` and sending `authorize_params`.
+    pub fn with_options(
+        mut self,
+        claims: ClaimNames,
+        authorize_params: Vec<(String, String)>,
+    ) -> Self {
+        self.claims = claims;
+        self.authorize_params = authorize_params;
+        self
+    }
+
+    /// The claim names identity is read with.
+    pub fn claim_names(&self) -> &ClaimNames {
+        &self.claims
     }
 
     /// Completes a pending client (every clone sees it); later calls are ignored.
@@ -349,6 +378,7 @@ impl LoopwiseClient {
         state: &str,
         code_challenge: &str,
         scopes: &[String],
+        nonce: Option<&str>,
     ) -> Result<String, LoopwiseError> {
         let r = self.ready()?;
         let mut ser = form_urlencoded::Serializer::new(String::new());
@@ -359,6 +389,12 @@ impl LoopwiseClient {
             .append_pair("state", state)
             .append_pair("code_challenge", code_challenge)
             .append_pair("code_challenge_method", "S256");
+        if let Some(n) = nonce {
+            ser.append_pair("nonce", n);
+        }
+        for (k, v) in &self.authorize_params {
+            ser.append_pair(k, v);
+        }
         let endpoint = &r.metadata.authorization_endpoint;
         let sep = if endpoint.contains('?') { '&' } else { '?' };
         Ok(format!("{endpoint}{sep}{}", ser.finish()))
@@ -445,7 +481,62 @@ impl LoopwiseClient {
 
     pub async fn userinfo(&self, access_token: &str) -> Result<Identity, LoopwiseError> {
         let req = HttpRequest::get(self.ready()?.metadata.userinfo_url()).bearer(access_token);
-        parse_userinfo(&self.send(req).await?)
+        parse_userinfo(&self.send(req).await?, &self.claims)
+    }
+
+    /// Verifies an ID token of this login (`nonce`) against the provider's keys (fetched
+    /// once, and again once if the token's key is not among them: a key rotation) or,
+    /// for HS256, the client secret. Returns its claims.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+        now: u64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, IdTokenFailure> {
+        let r = self.ready()?;
+        let expected = id_token::Expected {
+            issuer: &self.issuer,
+            client_id: &r.client_id,
+            nonce,
+            now,
+        };
+        let secret = self.client_secret.as_ref().map(|s| s.expose());
+        let (_, alg) = id_token::header(token)?;
+        let symmetric = matches!(
+            alg,
+            jsonwebtoken::Algorithm::HS256
+                | jsonwebtoken::Algorithm::HS384
+                | jsonwebtoken::Algorithm::HS512
+        );
+        if symmetric {
+            return Ok(id_token::verify(token, None, secret, &expected)?);
+        }
+        for attempt in 0..2 {
+            let cached = self.jwks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let keys = match cached {
+                Some(k) if attempt == 0 => k,
+                _ => self.fetch_jwks(r).await?,
+            };
+            match id_token::verify(token, Some(&keys), secret, &expected) {
+                Err(IdTokenError::UnknownKey) if attempt == 0 => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(IdTokenError::UnknownKey.into())
+    }
+
+    async fn fetch_jwks(
+        &self,
+        r: &Resolved,
+    ) -> Result<Arc<jsonwebtoken::jwk::JwkSet>, LoopwiseError> {
+        let url = r.metadata.jwks_uri.as_ref().ok_or_else(|| {
+            LoopwiseError::Malformed("an id_token came but the metadata has no jwks_uri".into())
+        })?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            parse_json(&self.send(HttpRequest::get(url.clone())).await?)?;
+        let set = Arc::new(set);
+        *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) = Some(set.clone());
+        Ok(set)
     }
 
     /// RFC 7009 revocation; Loopwise answers 200 whatever the token's state.
@@ -462,12 +553,31 @@ impl LoopwiseClient {
     }
 }
 
-/// Fetches and checks the issuer's metadata.
+/// Why an ID token could not be accepted: the provider could not be asked for its keys,
+/// or the token itself is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenFailure {
+    #[error(transparent)]
+    Loopwise(#[from] LoopwiseError),
+    #[error(transparent)]
+    Invalid(#[from] IdTokenError),
+}
+
+/// Fetches and checks the issuer's metadata: RFC 8414's document first, then OpenID
+/// Connect's when the first is not there (a 4xx answer).
 pub async fn discover(http: &dyn HttpClient, issuer: &str) -> Result<Metadata, LoopwiseError> {
+    let [rfc8414, oidc] = Metadata::urls(issuer);
     let resp = http
-        .execute(HttpRequest::get(Metadata::url(issuer)))
+        .execute(HttpRequest::get(rfc8414))
         .await
         .map_err(|e| LoopwiseError::Unreachable(e.0))?;
+    if (400..500).contains(&resp.status) && resp.status != 429 {
+        let resp = http
+            .execute(HttpRequest::get(oidc))
+            .await
+            .map_err(|e| LoopwiseError::Unreachable(e.0))?;
+        return Metadata::parse(&resp, issuer);
+    }
     Metadata::parse(&resp, issuer)
 }
 
@@ -544,7 +654,7 @@ mod tests {
             "https://gw.test/oauth2/callback".into(),
             "connection refused".into(),
         );
-        let e = c.authorize_url("st", "ch", &[]).unwrap_err();
+        let e = c.authorize_url("st", "ch", &[], None).unwrap_err();
         assert!(matches!(e, LoopwiseError::Unreachable(ref m) if m.contains("connection refused")));
         assert!(!e.is_fatal(), "a pending client must not end sessions");
         assert!(matches!(
@@ -563,7 +673,7 @@ mod tests {
         });
         assert_eq!(c.pending_reason(), None);
         assert!(c
-            .authorize_url("st", "ch", &[])
+            .authorize_url("st", "ch", &[], None)
             .unwrap()
             .contains("client_id=cid"));
     }
@@ -572,7 +682,7 @@ mod tests {
     fn authorize_url_carries_pkce_and_exact_redirect() {
         let (c, _) = client(|_| unreachable!(), None);
         let url = c
-            .authorize_url("st", "ch", &["read".into(), "courses:read".into()])
+            .authorize_url("st", "ch", &["read".into(), "courses:read".into()], None)
             .unwrap();
         let u = url::Url::parse(&url).unwrap();
         let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
@@ -664,13 +774,16 @@ mod tests {
 
     #[test]
     fn userinfo_accepts_numeric_ids() {
-        let id = parse_userinfo(&resp(
-            200,
-            r#"{"sub":42,"name":"N","email":"e","org_id":4242,"roles":["teacher"]}"#,
-        ))
+        let id = parse_userinfo(
+            &resp(
+                200,
+                r#"{"sub":42,"name":"N","email":"e","org_id":4242,"roles":["teacher"]}"#,
+            ),
+            &ClaimNames::default(),
+        )
         .unwrap();
         assert_eq!((id.sub.as_str(), id.school.as_str()), ("42", "4242"));
-        assert!(parse_userinfo(&resp(200, r#"{"sub":""}"#)).is_err());
+        assert!(parse_userinfo(&resp(200, r#"{"sub":""}"#), &ClaimNames::default()).is_err());
     }
 
     #[tokio::test]
@@ -701,5 +814,77 @@ mod tests {
                 LoopwiseError::Unavailable(status)
             );
         }
+    }
+
+    #[test]
+    fn metadata_is_looked_for_where_rfc_8414_and_openid_connect_put_it() {
+        assert_eq!(
+            Metadata::urls("https://idp.example/realms/x"),
+            [
+                "https://idp.example/.well-known/oauth-authorization-server/realms/x".to_string(),
+                "https://idp.example/realms/x/.well-known/openid-configuration".to_string(),
+            ]
+        );
+        assert_eq!(
+            Metadata::urls("http://127.0.0.1:8081"),
+            [
+                "http://127.0.0.1:8081/.well-known/oauth-authorization-server".to_string(),
+                "http://127.0.0.1:8081/.well-known/openid-configuration".to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn discovery_falls_back_to_openid_configuration_only_when_the_first_is_absent() {
+        let body = r#"{"issuer":"https://idp.example/realms/x","authorization_endpoint":"https://idp.example/a",
+            "token_endpoint":"https://idp.example/t","code_challenge_methods_supported":["S256"],
+            "authorization_response_iss_parameter_supported":true,"jwks_uri":"https://idp.example/k"}"#;
+        for (first, falls_back) in [(404, true), (400, true), (503, false), (200, false)] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let seen2 = seen.clone();
+            let http = Mock {
+                seen: Mutex::new(Vec::new()),
+                answer: Box::new(move |req: &HttpRequest| {
+                    seen2.lock().unwrap().push(req.url.clone());
+                    Ok(
+                        if req.url.contains("openid-configuration") || first == 200 {
+                            resp(200, body)
+                        } else {
+                            resp(first, "nope")
+                        },
+                    )
+                }),
+            };
+            let got = discover(&http, "https://idp.example/realms/x").await;
+            let asked = seen.lock().unwrap().len();
+            if falls_back {
+                let m = got.unwrap();
+                assert!(m.authorization_response_iss_parameter_supported);
+                assert_eq!(m.jwks_uri.as_deref(), Some("https://idp.example/k"));
+                assert_eq!(asked, 2, "{first}");
+            } else {
+                assert_eq!(
+                    asked, 1,
+                    "{first}: a transient answer is not a missing document"
+                );
+                assert_eq!(got.is_ok(), first == 200);
+            }
+        }
+    }
+
+    #[test]
+    fn userinfo_roles_may_be_one_string_and_claim_names_configured() {
+        let id = parse_userinfo(
+            &resp(200, r#"{"sub":"a","roles":"teacher","org_id":"9"}"#),
+            &ClaimNames::default(),
+        )
+        .unwrap();
+        assert_eq!(id.roles, ["teacher"]);
+        let names = ClaimNames {
+            school: "school_code".into(),
+            ..ClaimNames::default()
+        };
+        let id = parse_userinfo(&resp(200, r#"{"sub":"a","school_code":"N1"}"#), &names).unwrap();
+        assert_eq!(id.school, "N1");
     }
 }

@@ -210,7 +210,7 @@ pub(crate) fn school(lw: &LoopwiseConfig, client: LoopwiseClient) -> School {
     School {
         id: lw.name.clone(),
         display_name: lw.display_name.clone(),
-        client,
+        client: client.with_options(lw.claims.clone(), lw.authorize_params.clone()),
     }
 }
 

@@ -286,6 +286,7 @@ pub(crate) mod tests {
             expires_in: Some(7200),
             refresh_token: Some("r2".into()),
             scope: None,
+            id_token: None,
         };
         let new = apply(&old, t, 5000);
         assert_eq!(new.access_expires_at, 12_200);

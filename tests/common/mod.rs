@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gw;
+pub mod oidc;
 pub mod raw;
 pub mod redis;
 

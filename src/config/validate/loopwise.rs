@@ -129,7 +129,7 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(i) => self.origin(&k("issuer"), &i),
+            Some(i) => self.issuer(&k("issuer"), &i),
         };
         if let Some(i) = &issuer {
             let host = url::Url::parse(i)
@@ -250,7 +250,47 @@ impl Validator<'_> {
                 ),
             );
         }
+        let defaults = crate::oauth::claims::ClaimNames::default();
+        let raw_claims = raw.claims.unwrap_or_default();
+        let mut claim = |field: &str, v: Option<String>, default: String| match v {
+            None => default,
+            Some(c) if !c.is_empty() && !c.chars().any(char::is_control) => c,
+            Some(c) => {
+                self.invalid(&k(&format!("claims.{field}")), &c, "must be a claim name");
+                default
+            }
+        };
+        let claims = crate::oauth::claims::ClaimNames {
+            roles: claim("roles", raw_claims.roles, defaults.roles),
+            school: claim("school", raw_claims.school, defaults.school),
+            email: claim("email", raw_claims.email, defaults.email),
+            name: claim("name", raw_claims.name, defaults.name),
+        };
+        let mut authorize_params = Vec::new();
+        for (name, value) in raw.authorize_params.unwrap_or_default() {
+            const OURS: [&str; 8] = [
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "scope",
+                "state",
+                "code_challenge",
+                "code_challenge_method",
+                "nonce",
+            ];
+            if OURS.contains(&name.as_str()) {
+                self.invalid(
+                    &k("authorize_params"),
+                    &name,
+                    "the gateway sets this parameter itself (scopes go in `scopes`)",
+                );
+            } else {
+                authorize_params.push((name, value));
+            }
+        }
         Some(LoopwiseConfig {
+            claims,
+            authorize_params,
             display_name: raw.display_name.unwrap_or_else(|| name.clone()),
             name,
             issuer: issuer?,
@@ -265,6 +305,33 @@ impl Validator<'_> {
             school_id,
             audience,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// An issuer: an http(s) URL with a host and maybe a path (`https://idp/realms/x`),
+    /// no query, fragment or credentials; a trailing `/` is dropped.
+    fn issuer(&mut self, key: &str, value: &str) -> Option<String> {
+        let u = match url::Url::parse(value) {
+            Ok(u) => u,
+            Err(e) => {
+                self.invalid(key, value, e);
+                return None;
+            }
+        };
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+            self.invalid(key, value, "must be an http:// or https:// URL with a host");
+            return None;
+        }
+        if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+            self.invalid(
+                key,
+                value,
+                "must be the issuer URL only (no query, fragment or credentials)",
+            );
+            return None;
+        }
+        Some(value.trim_end_matches('/').to_string())
     }
 }
 

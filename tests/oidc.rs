@@ -1,0 +1,223 @@
+//! A standards OpenID provider as a school: panva's oidc-provider (certified), under node
+//! on loopback, with an issuer that has a path and only `openid-configuration` published
+//! (no RFC 8414 document), RFC 9207 `iss` in its callbacks, opaque access tokens, refresh
+//! tokens only with `offline_access` + `prompt=consent`, and a string `roles` claim.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::gw::*;
+use crate::common::http;
+use crate::common::oidc::{sign_in, Op};
+
+const CLIENT: &str = "loopgate-oidc";
+
+struct Lab {
+    op: Op,
+    gw: loopgate::server::GatewayHandle,
+    port: u16,
+}
+
+impl Lab {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn callback_prefix(&self) -> String {
+        self.url("/oauth2/callback")
+    }
+}
+
+async fn lab(ttl: u64) -> Lab {
+    let echo = echo_upstream().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let op = Op::start(
+        "/realms/school",
+        CLIENT,
+        &format!("http://127.0.0.1:{port}/oauth2/callback"),
+        ttl,
+    );
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+threads = 2
+admin_listen = "127.0.0.1:{admin_port}"
+
+[loopwise]
+issuer = "{issuer}"
+client_id = "{CLIENT}"
+scopes = ["openid", "profile", "email", "offline_access"]
+authorize_params = {{ prompt = "consent" }}
+timeout = "5s"
+
+[session]
+secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]
+
+[[routes]]
+name = "app"
+path = "/"
+upstream = "http://{app}"
+"#,
+        issuer = op.issuer,
+        app = echo.addr,
+    );
+    let cfg = loopgate::config::parse(&text, std::path::Path::new("."), &|_| None)
+        .expect("an issuer with a path is a valid config");
+    let gw = loopgate::server::GatewayHandle::start(cfg)
+        .await
+        .expect("the gateway starts against oidc-provider (openid-configuration only)");
+    Lab { op, gw, port }
+}
+
+/// A browser signed in as `user` at the provider, and the callback URL it came back to.
+async fn signed_in(lab: &Lab, user: &str) -> Browser {
+    let mut b = Browser::new(&lab.url(""));
+    let start = b.navigate("/page").await;
+    assert_eq!(start.status, StatusCode::FOUND, "{}", start.body);
+    let authorize = start.location();
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", lab.op.issuer)),
+        "{authorize}"
+    );
+    assert!(authorize.contains("nonce="), "a nonce is sent: {authorize}");
+    assert!(
+        authorize.contains("prompt=consent"),
+        "authorize_params are sent"
+    );
+    let back = sign_in(&authorize, user, &lab.callback_prefix()).await;
+    let u = url::Url::parse(&back).unwrap();
+    assert!(
+        u.query_pairs()
+            .any(|(k, v)| k == "iss" && v == lab.op.issuer),
+        "RFC 9207 iss: {back}"
+    );
+    let done = b
+        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await;
+    assert_eq!(
+        done.status,
+        StatusCode::FOUND,
+        "callback failed: {}",
+        done.body
+    );
+    assert_eq!(done.location(), "/page");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_provider_signs_users_in_with_identity_from_its_id_token() {
+    let lab = lab(3600).await;
+    let mut b = signed_in(&lab, "ada").await;
+    let info = b.xhr("/oauth2/userinfo").await.json();
+    assert_eq!(info["sub"], "ada");
+    assert_eq!(info["email"], "ada@op.test");
+    assert_eq!(info["name"], "Ada Lovelace");
+    assert_eq!(
+        info["roles"],
+        serde_json::json!(["teacher"]),
+        "a string roles claim"
+    );
+    let page = b.navigate("/page").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let echo = page.json();
+    assert_eq!(echoed(&echo, "x-loopwise-user"), Some("ada"));
+    assert_eq!(echoed(&echo, "x-loopwise-roles"), Some("teacher"));
+    let bearer = echoed(&echo, "authorization").unwrap();
+    assert!(bearer.starts_with("Bearer ") && bearer.len() > 20);
+    // An array `roles` claim works the same.
+    let mut g = signed_in(&lab, "grace").await;
+    assert_eq!(
+        g.xhr("/oauth2/userinfo").await.json()["roles"],
+        serde_json::json!(["admin", "teacher"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_naming_another_issuer_or_none_is_refused() {
+    let lab = lab(3600).await;
+    for iss in [Some("https://evil.example"), None] {
+        let mut b = Browser::new(&lab.url(""));
+        let start = b.navigate("/page").await;
+        let back = sign_in(&start.location(), "ada", &lab.callback_prefix()).await;
+        let mut u = url::Url::parse(&back).unwrap();
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "iss")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .chain(iss.map(|i| ("iss".to_string(), i.to_string())))
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+        let r = b
+            .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "iss {iss:?}: {}", r.body);
+        assert!(
+            r.body.contains("does not come from the school"),
+            "{}",
+            r.body
+        );
+        assert!(
+            !r.set_cookies()
+                .iter()
+                .any(|c| c.starts_with("loopgate_session=")),
+            "no session"
+        );
+        assert_eq!(b.xhr("/page").await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        lab.op.stats().await["token"],
+        0,
+        "the code was never exchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_with_rotation_is_one_grant_for_a_storm_of_requests() {
+    let lab = lab(120).await;
+    let mut b = signed_in(&lab, "ada").await;
+    let before = bearer(&b.xhr("/x").await.json());
+    assert_eq!(lab.op.stats().await["token"], 1);
+    lab.gw.gateway().shared.clock.advance(90); // inside the refresh window
+    let cookie = b.jar.header_for("/");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let url = lab.url(&format!("/storm/{i}"));
+        let cookie = cookie.clone();
+        tasks.spawn(async move {
+            let r = http()
+                .get(url)
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        });
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let (status, echo) = r.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        tokens.insert(bearer(&echo));
+    }
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every request went upstream with the one new token"
+    );
+    assert!(!tokens.contains(&before));
+    assert_eq!(
+        lab.op.stats().await["token"],
+        2,
+        "one code exchange and one refresh, however many requests raced"
+    );
+}
+
+fn bearer(echo: &Value) -> String {
+    echoed(echo, "authorization")
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_string()
+}
