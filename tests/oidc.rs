@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::common::gw::*;
 use crate::common::http;
-use crate::common::oidc::{sign_in, Op};
+use crate::common::oidc::{confirm_logout, op_browser, sign_in, sign_in_with, Op};
 
 const CLIENT: &str = "loopgate-oidc";
 
@@ -220,4 +220,68 @@ fn bearer(echo: &Value) -> String {
         .unwrap()
         .trim_start_matches("Bearer ")
         .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_revokes_and_ends_the_providers_session() {
+    let lab = lab(3600).await;
+    let op = op_browser();
+    let mut b = Browser::new(&lab.url(""));
+    let start = b.navigate("/page").await;
+    let back = sign_in_with(&op, &start.location(), "ada", &lab.callback_prefix()).await;
+    let u = url::Url::parse(&back).unwrap();
+    let done = b
+        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert_eq!(b.navigate("/page").await.status, StatusCode::OK);
+
+    let out = b
+        .request(
+            reqwest::Method::POST,
+            "/oauth2/sign_out",
+            &[("origin", &lab.url(""))],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let logout = out.location();
+    assert!(
+        logout.starts_with(&format!("{}/session/end?", lab.op.issuer)),
+        "{logout}"
+    );
+    assert!(logout.contains("id_token_hint=") && logout.contains("post_logout_redirect_uri="));
+    assert_eq!(
+        b.xhr("/page").await.status,
+        StatusCode::UNAUTHORIZED,
+        "ended here at once"
+    );
+    let returned = confirm_logout(&op, &logout).await;
+    assert_eq!(returned, lab.url("/"));
+    let stats = lab.op.stats().await;
+    assert_eq!(
+        stats["revocation"], 1,
+        "the refresh token was revoked: {stats}"
+    );
+    assert_eq!(
+        stats["end_session"], 1,
+        "the provider's session ended: {stats}"
+    );
+    // The provider asks for the password again: its session is gone.
+    let again = b.navigate("/page").await;
+    let page = op.get(again.location()).send().await.unwrap();
+    let mut next = page;
+    for _ in 0..5 {
+        if !next.status().is_redirection() {
+            break;
+        }
+        let loc = url::Url::parse(&again.location())
+            .unwrap()
+            .join(next.headers()["location"].to_str().unwrap())
+            .unwrap();
+        next = op.get(loc).send().await.unwrap();
+    }
+    assert!(
+        next.text().await.unwrap().contains("name=\"login\""),
+        "a fresh login form"
+    );
 }

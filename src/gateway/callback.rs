@@ -274,7 +274,16 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
             .map_err(fail)?
     };
     let lifetime = gw.config.session.lifetime.as_secs();
+    // Kept only where sign-out will need it as `id_token_hint` (cookies are small).
+    let logs_out = school
+        .client
+        .metadata()
+        .is_some_and(|m| m.end_session_endpoint.is_some());
+    let id_token = (logs_out && !login.nonce.is_empty())
+        .then(|| tokens.id_token.clone())
+        .flatten();
     let session = Session {
+        id_token,
         sid: crate::random::token(),
         issuer_id: school.id.clone(),
         scope: tokens.scope.clone().unwrap_or_else(|| {

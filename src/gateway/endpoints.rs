@@ -72,8 +72,18 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
     if !same_origin(gw, view) {
         return Reply::error(403, true, "cross_site", "Sign-out must come from this site");
     }
-    // Every school's session the browser holds ends, each revoked at its own school.
+    // Every school's session the browser holds ends, each revoked at its own school; the
+    // first whose school offers RP-initiated logout ends the provider's session too.
+    let mut provider_logout = None;
     for session in gw.end_sessions(view.headers, now).await {
+        if provider_logout.is_none() {
+            if let (Some(id_token), Some(school)) =
+                (&session.id_token, gw.schools.get(&session.issuer_id))
+            {
+                let back = format!("{}/", gw.config.server.public_url);
+                provider_logout = school.client.end_session_url(id_token, &back);
+            }
+        }
         let school = gw.schools.get(&session.issuer_id);
         if let (Some(rt), Some(school)) = (&session.refresh_token, school) {
             match school.client.revoke(rt, "refresh_token").await {
@@ -92,7 +102,7 @@ async fn sign_out(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
         .query_param("rd")
         .and_then(|t| crate::login::target::safe_target(&t, &gw.config.server.prefix))
         .unwrap_or_else(|| "/".into());
-    Reply::redirect(303, &target).cookies(clears)
+    Reply::redirect(303, provider_logout.as_deref().unwrap_or(&target)).cookies(clears)
 }
 
 /// `{prefix}/start`: `?school=` starts a login there; without it, the login at the only

@@ -138,6 +138,7 @@ fn session(roles: &[&str], access_expires_at: u64) -> Session {
         created_at: NOW - 60,
         expires_at: NOW + 86_400,
         origin: None,
+        id_token: None,
     }
 }
 

@@ -539,6 +539,23 @@ impl LoopwiseClient {
         Ok(set)
     }
 
+    /// OpenID Connect RP-initiated logout: where to send the browser to end its session
+    /// at the provider, back to `post_logout_redirect_uri`. `None` when not offered.
+    pub fn end_session_url(
+        &self,
+        id_token: &str,
+        post_logout_redirect_uri: &str,
+    ) -> Option<String> {
+        let r = self.resolved.get()?;
+        let endpoint = r.metadata.end_session_endpoint.as_ref()?;
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("id_token_hint", id_token)
+            .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
+            .append_pair("client_id", &r.client_id);
+        let sep = if endpoint.contains('?') { '&' } else { '?' };
+        Some(format!("{endpoint}{sep}{}", q.finish()))
+    }
+
     /// RFC 7009 revocation; Loopwise answers 200 whatever the token's state.
     pub async fn revoke(&self, token: &str, hint: &str) -> Result<(), LoopwiseError> {
         let Some(req) = self.revoke_request(token, hint)? else {

@@ -336,6 +336,7 @@ mod tests {
             created_at: 0,
             expires_at: 100_000,
             origin: None,
+            id_token: None,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct Session {
     /// by a server-side store (a cookie has no room to spare for it).
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// OpenID Connect: the login's ID token, kept only when the school offers
+    /// RP-initiated logout (sent back as `id_token_hint` at sign-out).
+    #[serde(rename = "it", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// The browser a session was started from.
@@ -131,6 +135,7 @@ mod tests {
             created_at: 0,
             expires_at: 100,
             origin: None,
+            id_token: None,
         };
         let d = format!("{s:?}");
         assert!(!d.contains("AT-SECRET") && !d.contains("RT-SECRET"));

@@ -129,6 +129,7 @@ pub(crate) mod tests {
             created_at: 0,
             expires_at,
             origin: None,
+            id_token: None,
         }
     }
 

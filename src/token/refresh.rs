@@ -224,6 +224,7 @@ pub(crate) mod tests {
             created_at: 0,
             expires_at: 10_000,
             origin: None,
+            id_token: None,
         }
     }
 

@@ -114,11 +114,25 @@ fn form(html: &str) -> (String, Vec<(String, String)>) {
 /// Follows `authorize_url` through the provider's login (as `user`) and consent pages
 /// until it redirects to `callback_prefix`; returns that URL (not visited).
 pub async fn sign_in(authorize_url: &str, user: &str, callback_prefix: &str) -> String {
-    let client = reqwest::Client::builder()
+    sign_in_with(&op_browser(), authorize_url, user, callback_prefix).await
+}
+
+/// A browser for the provider's pages: its own cookie jar, redirects shown.
+pub fn op_browser() -> reqwest::Client {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`sign_in`] with `client`'s cookies (the provider's session stays in it).
+pub async fn sign_in_with(
+    client: &reqwest::Client,
+    authorize_url: &str,
+    user: &str,
+    callback_prefix: &str,
+) -> String {
     let mut url = url::Url::parse(authorize_url).unwrap();
     let mut post: Option<Vec<(String, String)>> = None;
     for _ in 0..20 {
@@ -149,4 +163,35 @@ pub async fn sign_in(authorize_url: &str, user: &str, callback_prefix: &str) -> 
         post = Some(fields);
     }
     panic!("no redirect to {callback_prefix} after 20 steps");
+}
+
+/// Follows an RP-initiated logout URL: confirms the provider's "sign out?" form and
+/// returns where the provider sends the browser back to.
+pub async fn confirm_logout(client: &reqwest::Client, logout_url: &str) -> String {
+    let url = url::Url::parse(logout_url).unwrap();
+    let resp = client.get(url.clone()).send().await.unwrap();
+    let status = resp.status();
+    let html = resp.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "the provider answered {status}: {html}"
+    );
+    let (action, mut fields) = form(&html);
+    fields.push(("logout".into(), "yes".into()));
+    let mut next = url.join(&action).unwrap();
+    let mut resp = client
+        .post(next.clone())
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let loc = resp.headers()["location"].to_str().unwrap().to_string();
+        next = next.join(&loc).unwrap();
+        if next.origin() != url.origin() {
+            return next.to_string();
+        }
+        resp = client.get(next.clone()).send().await.unwrap();
+    }
+    panic!("the provider did not send the browser back");
 }

@@ -60,8 +60,8 @@ const stats = { token: 0, userinfo: 0, revocation: 0, end_session: 0, registrati
 provider.on('grant.success', () => { stats.token += 1; });
 provider.on('end_session.success', () => { stats.end_session += 1; });
 provider.on('registration_create.success', () => { stats.registration += 1; });
-provider.on('revocation.success', () => { stats.revocation += 1; });
-provider.on('userinfo.success', () => { stats.userinfo += 1; });
+// No events for these two: their requests are counted.
+const counted = { '/token/revocation': 'revocation', '/me': 'userinfo' };
 
 const callback = provider.callback();
 const server = http.createServer((req, res) => {
@@ -79,6 +79,8 @@ const server = http.createServer((req, res) => {
   // point from originalUrl.
   req.originalUrl = req.url;
   req.url = req.url.slice(prefix.length) || '/';
+  const name = counted[req.url.split('?')[0]];
+  if (name) stats[name] += 1;
   callback(req, res);
 });
 server.listen(cfg.port, '127.0.0.1', () => {
