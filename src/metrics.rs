@@ -169,27 +169,27 @@ impl Metrics {
             logins: counter(
                 &r,
                 "logins_total",
-                "Completed login callbacks, by result.",
-                &["result"],
+                "Completed login callbacks, by result and school.",
+                &["result", "school"],
             ),
             refresh: counter(
                 &r,
                 "refresh_total",
-                "Token refreshes sent to Loopwise, by result.",
-                &["result"],
+                "Token refreshes sent to Loopwise, by result and school.",
+                &["result", "school"],
             ),
             refresh_coalesced,
             loopwise_requests: counter(
                 &r,
                 "loopwise_requests_total",
-                "Requests to Loopwise, by endpoint and status class.",
-                &["endpoint", "status_class"],
+                "Requests to Loopwise, by endpoint, status class and school.",
+                &["endpoint", "status_class", "school"],
             ),
             loopwise_duration: histogram(
                 &r,
                 "loopwise_request_duration_seconds",
-                "Latency of requests to Loopwise, by endpoint.",
-                &["endpoint"],
+                "Latency of requests to Loopwise, by endpoint and school.",
+                &["endpoint", "school"],
             ),
             token_cache_requests: counter(
                 &r,
@@ -256,9 +256,6 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
         }
-        for result in ["ok", "invalid_grant", "transient_error"] {
-            m.refresh.with_label_values(&[result]);
-        }
         for result in ["hit", "miss", "negative_hit", "error"] {
             m.token_cache_requests.with_label_values(&[result]);
         }
@@ -266,6 +263,14 @@ impl Metrics {
             m.session_cache.with_label_values(&[result]);
         }
         m
+    }
+
+    /// Creates a school's series that alerts use (at 0), so a first failure is a rise;
+    /// called for every configured school (the label stays bounded by the config).
+    pub fn school_series(&self, school: &str) {
+        for result in ["ok", "invalid_grant", "transient_error"] {
+            self.refresh.with_label_values(&[result, school]);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -296,14 +301,17 @@ mod tests {
     fn names_are_prefixed_and_rendered() {
         let m = Metrics::new();
         m.requests.with_label_values(&["app", "2xx"]).inc();
-        m.refresh.with_label_values(&["ok"]).inc();
+        m.refresh.with_label_values(&["ok", "default"]).inc();
         let text = m.render();
         assert!(
             text.contains("loopgate_requests_total{route=\"app\",status_class=\"2xx\"} 1"),
             "{text}"
         );
         assert!(text.contains("loopgate_build_info{version="));
-        assert!(text.contains("loopgate_refresh_total{result=\"ok\"} 1"));
+        assert!(
+            text.contains("loopgate_refresh_total{result=\"ok\",school=\"default\"} 1"),
+            "{text}"
+        );
         // Unlabelled series exist (at 0) before the first event, so a first one is a rise.
         assert!(
             text.contains("loopgate_connections_refused_total 0"),

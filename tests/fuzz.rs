@@ -933,6 +933,20 @@ async fn fuzz_the_gateway_with_random_and_mutated_requests() {
             *n -= 1;
             continue;
         }
+        // A head that ends early (a bare LF before an empty line ends it where a strict
+        // reader would not) loses the tag line to the rest, which pingora then answers
+        // 400: the request the head framed reached the upstream legitimately, as a late
+        // 400 of the message that starts with its request line.
+        let line = format!("for b\"{} {} HTTP/1.1", r.method, r.target);
+        if let Some(n) = late_budget
+            .iter_mut()
+            .find(|(k, n)| **n > 0 && t.by_seq.get(**k).is_some_and(|a| a.summary.contains(&line)))
+            .map(|(_, n)| n)
+        {
+            *n -= 1;
+            late_400 += 1;
+            continue;
+        }
         let answers = t
             .by_seq
             .get(seq)

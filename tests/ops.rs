@@ -85,8 +85,20 @@ async fn metrics_count_requests_logins_refreshes_and_cache_lookups() {
             "loopgate_auth_decisions_total{outcome=\"session\",route=\"app\"}"
         ) >= 4.0
     );
-    assert_eq!(metric(&text, "loopgate_logins_total{result=\"ok\"}"), 1.0);
-    assert_eq!(metric(&text, "loopgate_refresh_total{result=\"ok\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "loopgate_logins_total{result=\"ok\",school=\"default\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loopgate_refresh_total{result=\"ok\",school=\"default\"}"
+        ),
+        1.0
+    );
     assert_eq!(
         metric(
             &text,
@@ -102,7 +114,7 @@ async fn metrics_count_requests_logins_refreshes_and_cache_lookups() {
     assert_eq!(
         metric(
             &text,
-            "loopgate_loopwise_requests_total{endpoint=\"token\",status_class=\"2xx\"}"
+            "loopgate_loopwise_requests_total{endpoint=\"token\",school=\"default\",status_class=\"2xx\"}"
         ),
         2.0,
         "code + refresh"
@@ -110,7 +122,7 @@ async fn metrics_count_requests_logins_refreshes_and_cache_lookups() {
     assert!(
         metric(
             &text,
-            "loopgate_loopwise_request_duration_seconds_count{endpoint=\"userinfo\"}"
+            "loopgate_loopwise_request_duration_seconds_count{endpoint=\"userinfo\",school=\"default\"}"
         ) >= 2.0
     );
     assert!(

@@ -326,6 +326,24 @@ async fn refresh_and_sign_out_go_to_the_sessions_own_school() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(s.north.stats().grant("refresh_token", "ok"), 1);
     assert_eq!(s.south.stats().grant("refresh_token", "ok"), 1);
+    let admin = s.gw.gateway().admin_addr().unwrap();
+    let text = http()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for school in ["north", "south"] {
+        for line in [
+            format!("loopgate_refresh_total{{result=\"ok\",school=\"{school}\"}} 1"),
+            format!("loopgate_logins_total{{result=\"ok\",school=\"{school}\"}} 1"),
+            format!("loopgate_refresh_total{{result=\"invalid_grant\",school=\"{school}\"}} 0"),
+        ] {
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+    }
 
     let out = b
         .request(

@@ -139,19 +139,28 @@ struct Failed {
     failure: LoginFailure,
     target: String,
     clear: Option<String>,
+    /// The school the login started at (`unknown` before the state opens).
+    school: String,
 }
+
+/// The `school` label of a login whose state did not open.
+const UNKNOWN_SCHOOL: &str = "unknown";
 
 /// Handles the callback and counts it in `loopgate_logins_total`.
 pub(super) async fn callback(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Reply {
-    let (reply, label) = match complete(gw, view, now).await {
-        Ok(reply) => (reply, "ok"),
+    let (reply, label, school) = match complete(gw, view, now).await {
+        Ok((reply, school)) => (reply, "ok", school),
         Err(f) => {
-            tracing::info!(result = f.failure.label(), reason = ?f.failure, "login callback refused");
+            tracing::info!(result = f.failure.label(), school = %f.school, reason = ?f.failure, "login callback refused");
             let reply = login_failed(gw, &f.failure, &f.target).cookies(f.clear);
-            (reply, f.failure.label())
+            (reply, f.failure.label(), f.school)
         }
     };
-    gw.shared.metrics.logins.with_label_values(&[label]).inc();
+    gw.shared
+        .metrics
+        .logins
+        .with_label_values(&[label, &school])
+        .inc();
     // Callback pages never leak the URL (it holds the code).
     reply.header("referrer-policy", "no-referrer")
 }
@@ -175,12 +184,17 @@ fn login_failed(gw: &Gateway, failure: &LoginFailure, target: &str) -> Reply {
     )
 }
 
-async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Reply, Failed> {
+async fn complete(
+    gw: &Gateway,
+    view: &RequestView<'_>,
+    now: u64,
+) -> Result<(Reply, String), Failed> {
     let Some(state_value) = view.query_param("state") else {
         return Err(Failed {
             failure: LoginFailure::BadState(StateError::Missing),
             target: "/".into(),
             clear: None,
+            school: UNKNOWN_SCHOOL.into(),
         });
     };
     let name = state::cookie_name(&gw.login_cookie_base(), &state_value);
@@ -197,6 +211,7 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
             failure: LoginFailure::BadState(e),
             target: "/".into(),
             clear: sealed.map(|_| clear_login.clone()),
+            school: UNKNOWN_SCHOOL.into(),
         })?;
     // The code is exchanged at the school the login started at, never another.
     let Some(school) = gw.schools.get(&login.issuer_id) else {
@@ -204,12 +219,14 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
             failure: LoginFailure::BadState(StateError::Foreign),
             target: "/".into(),
             clear: Some(clear_login),
+            school: UNKNOWN_SCHOOL.into(),
         });
     };
     let fail = |failure| Failed {
         failure,
         target: login.target.clone(),
         clear: Some(clear_login.clone()),
+        school: school.id.clone(),
     };
     let fp = state::fingerprint(&login.state);
     match gw.shared.replay.first_use(&fp, now).await {
@@ -331,7 +348,10 @@ async fn complete(gw: &Gateway, view: &RequestView<'_>, now: u64) -> Result<Repl
         })?;
     set.push(clear_login.clone());
     tracing::info!(result = "ok", school = %school.id, sub = %crate::wire::headers::sanitize(&session.identity.sub), "login completed");
-    Ok(Reply::redirect(302, &login.target).cookies(set))
+    Ok((
+        Reply::redirect(302, &login.target).cookies(set),
+        school.id.clone(),
+    ))
 }
 
 /// OpenID Connect: identity from the verified ID token, completed by userinfo when the

@@ -158,6 +158,9 @@ impl Gateway {
             .cookie_name
             .trim_start_matches("__Host-")
             .to_string();
+        for school in schools.iter() {
+            shared.metrics.school_series(&school.id);
+        }
         let tenants = schools
             .iter()
             .map(|school| {

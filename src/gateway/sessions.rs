@@ -134,7 +134,7 @@ impl Gateway {
                 self.shared
                     .metrics
                     .refresh
-                    .with_label_values(&[outcome])
+                    .with_label_values(&[outcome, school_name])
                     .inc();
                 tracing::info!(sub = %crate::wire::headers::sanitize(&session.identity.sub), school = %school_name, outcome, "refresh");
             } else {

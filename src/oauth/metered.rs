@@ -11,18 +11,24 @@ use crate::metrics::{status_class, Metrics};
 pub struct MeteredClient {
     pub inner: Arc<dyn HttpClient>,
     pub metrics: Arc<Metrics>,
+    /// The school whose server this client talks to (the `school` label).
+    pub school: String,
 }
 
 /// A bounded label for a Loopwise URL.
 pub fn endpoint_label(url: &str) -> &'static str {
     let path = url.split('?').next().unwrap_or("");
-    if path.ends_with("/oauth-authorization-server") {
+    if path.contains("/.well-known/oauth-authorization-server")
+        || path.ends_with("/openid-configuration")
+    {
         "metadata"
+    } else if path.ends_with("/jwks") || path.ends_with("/jwks.json") {
+        "jwks"
     } else if path.ends_with("/token") {
         "token"
     } else if path.ends_with("/userinfo") {
         "userinfo"
-    } else if path.ends_with("/revoke") {
+    } else if path.ends_with("/revoke") || path.ends_with("/revocation") {
         "revoke"
     } else if path.contains("introspect") {
         "introspection"
@@ -45,11 +51,11 @@ impl HttpClient for MeteredClient {
         };
         self.metrics
             .loopwise_requests
-            .with_label_values(&[endpoint, class])
+            .with_label_values(&[endpoint, class, &self.school])
             .inc();
         self.metrics
             .loopwise_duration
-            .with_label_values(&[endpoint])
+            .with_label_values(&[endpoint, &self.school])
             .observe(started.elapsed().as_secs_f64());
         result
     }

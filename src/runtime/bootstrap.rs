@@ -185,6 +185,7 @@ fn request_http(
             ReqwestClient::new(lw.timeout, lw.ca_file.as_deref()).map_err(StartError::from)?,
         ),
         metrics,
+        school: lw.name.clone(),
     }))
 }
 
