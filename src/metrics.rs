@@ -21,6 +21,8 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     pub refresh: IntCounterVec,
     pub refresh_coalesced: IntCounter,
+    /// Dynamic registrations made again because the school forgot the client.
+    pub reregistrations: IntCounterVec,
     pub loopwise_requests: IntCounterVec,
     pub loopwise_duration: HistogramVec,
     pub token_cache_requests: IntCounterVec,
@@ -179,6 +181,12 @@ impl Metrics {
                 &["result", "school"],
             ),
             refresh_coalesced,
+            reregistrations: counter(
+                &r,
+                "reregistrations_total",
+                "Dynamic client registrations made again after the school answered invalid_client, by school and result.",
+                &["school", "result"],
+            ),
             loopwise_requests: counter(
                 &r,
                 "loopwise_requests_total",

@@ -18,6 +18,22 @@ struct Lab {
     port: u16,
 }
 
+/// The provider and the gateway's port, for the helpers.
+struct LabRef<'a> {
+    op: &'a Op,
+    port: u16,
+}
+
+impl LabRef<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn callback_prefix(&self) -> String {
+        self.url("/oauth2/callback")
+    }
+}
+
 impl Lab {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
@@ -29,14 +45,22 @@ impl Lab {
 }
 
 async fn lab(ttl: u64) -> Lab {
-    let echo = echo_upstream().await;
-    let (port, admin_port) = (free_port(), free_port());
+    let port = free_port();
     let op = Op::start(
         "/realms/school",
         CLIENT,
         &format!("http://127.0.0.1:{port}/oauth2/callback"),
         ttl,
     );
+    let gw = gateway(&op, port, &format!("client_id = \"{CLIENT}\"")).await;
+    Lab { op, gw, port }
+}
+
+/// A gateway on `port` in front of an echo app, with `op` as its school; `client` is
+/// the client_id line (or a registration_file for a client that registers itself).
+async fn gateway(op: &Op, port: u16, client: &str) -> loopgate::server::GatewayHandle {
+    let echo = echo_upstream().await;
+    let admin_port = free_port();
     let text = format!(
         r#"
 [server]
@@ -47,7 +71,7 @@ admin_listen = "127.0.0.1:{admin_port}"
 
 [loopwise]
 issuer = "{issuer}"
-client_id = "{CLIENT}"
+{client}
 scopes = ["openid", "profile", "email", "offline_access"]
 authorize_params = {{ prompt = "consent" }}
 timeout = "5s"
@@ -65,14 +89,18 @@ upstream = "http://{app}"
     );
     let cfg = loopgate::config::parse(&text, std::path::Path::new("."), &|_| None)
         .expect("an issuer with a path is a valid config");
-    let gw = loopgate::server::GatewayHandle::start(cfg)
+    loopgate::server::GatewayHandle::start(cfg)
         .await
-        .expect("the gateway starts against oidc-provider (openid-configuration only)");
-    Lab { op, gw, port }
+        .expect("the gateway starts against oidc-provider (openid-configuration only)")
 }
 
-/// A browser signed in as `user` at the provider, and the callback URL it came back to.
+/// A browser signed in as `user` at the provider.
 async fn signed_in(lab: &Lab, user: &str) -> Browser {
+    signed_in_at(&lab.op, lab.port, user).await
+}
+
+async fn signed_in_at(op: &Op, port: u16, user: &str) -> Browser {
+    let lab = LabRef { op, port };
     let mut b = Browser::new(&lab.url(""));
     let start = b.navigate("/page").await;
     assert_eq!(start.status, StatusCode::FOUND, "{}", start.body);
@@ -284,4 +312,86 @@ async fn sign_out_revokes_and_ends_the_providers_session() {
         next.text().await.unwrap().contains("name=\"login\""),
         "a fresh login form"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_the_provider_forgot_heals_on_the_callback_and_at_start_up() {
+    let mut op = Op::start_with("", serde_json::json!([]), 3600);
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("loopgate-oidc-reg-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("registration.json");
+    let client = format!("registration_file = \"{}\"", file.display());
+    let gw = gateway(&op, port, &client).await;
+    assert_eq!(op.stats().await["registration"], 1);
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        stored["registration_client_uri"].is_string(),
+        "RFC 7592 kept: {stored}"
+    );
+    assert!(stored["registration_access_token"].is_string());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file holds a credential");
+    }
+    let first_client = stored["client_id"].as_str().unwrap().to_string();
+    let mut b = signed_in_at(&op, port, "ada").await;
+    assert_eq!(b.navigate("/page").await.status, StatusCode::OK);
+
+    // The provider forgets the client while a login is under way: the code exchange says
+    // invalid_client, the gateway registers again and asks the user to sign in again.
+    let mut b2 = Browser::new(&format!("http://127.0.0.1:{port}"));
+    let start = b2.navigate("/page").await;
+    let back = sign_in(
+        &start.location(),
+        "grace",
+        &format!("http://127.0.0.1:{port}/oauth2/callback"),
+    )
+    .await;
+    op.restart();
+    let u = url::Url::parse(&back).unwrap();
+    let r = b2
+        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.body.contains("Please sign in again"), "{}", r.body);
+    assert_eq!(
+        op.stats().await["registration"],
+        1,
+        "registered at the new provider"
+    );
+    let healed: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_ne!(healed["client_id"].as_str().unwrap(), first_client);
+    let admin = gw.gateway().admin_addr().unwrap();
+    let metrics = http()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("loopgate_reregistrations_total{result=\"ok\",school=\"default\"} 1"),
+        "{metrics}"
+    );
+    let mut b3 = signed_in_at(&op, port, "grace").await;
+    assert_eq!(
+        b3.navigate("/page").await.status,
+        StatusCode::OK,
+        "the next login works"
+    );
+    gw.shutdown().await;
+
+    // Forgotten while the gateway was down: the stored registration is checked at start-up
+    // (RFC 7592 read) and made again.
+    op.restart();
+    let gw = gateway(&op, port, &client).await;
+    assert_eq!(op.stats().await["registration"], 1);
+    let mut b4 = signed_in_at(&op, port, "ada").await;
+    assert_eq!(b4.navigate("/page").await.status, StatusCode::OK);
+    gw.shutdown().await;
+    drop(b);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -46,6 +46,9 @@ pub(super) enum LoginFailure {
     StoreFailed,
     /// The session store cannot be reached (Redis down).
     StoreUnavailable,
+    /// The school did not know the gateway's client (`invalid_client`) and the gateway
+    /// registered again: this login's code belongs to the old client, sign in again.
+    Reregistered,
 }
 
 impl LoginFailure {
@@ -53,6 +56,7 @@ impl LoginFailure {
         match self {
             LoginFailure::Declined { .. } => 403,
             LoginFailure::Unexpected { .. } => 502,
+            LoginFailure::Reregistered => 503,
             LoginFailure::WrongIssuer => 400,
             LoginFailure::GuardDown
             | LoginFailure::Unavailable
@@ -72,6 +76,7 @@ impl LoginFailure {
             LoginFailure::Declined { .. } => "denied",
             LoginFailure::Unavailable => "loopwise_unreachable",
             LoginFailure::Unexpected { .. } => "unexpected_answer",
+            LoginFailure::Reregistered => "reregistered",
             LoginFailure::WrongIssuer => "refused",
             LoginFailure::GuardDown
             | LoginFailure::StoreFailed
@@ -88,6 +93,7 @@ impl LoginFailure {
         match self {
             LoginFailure::Declined { .. } => "Your school refused the sign-in",
             LoginFailure::WrongIssuer => "Sign-in could not be completed",
+            LoginFailure::Reregistered => "Please sign in again",
             LoginFailure::Unexpected { .. } => "The school's server answered something unexpected",
             LoginFailure::ProviderError { .. } => "Loopwise could not sign you in",
             LoginFailure::Refused { .. } => "Loopwise refused the sign-in",
@@ -111,6 +117,9 @@ impl LoginFailure {
                 detail.clone()
             }
             LoginFailure::NoCode => "the callback has no code".into(),
+            LoginFailure::Reregistered => {
+                "The school no longer knew this gateway; it has registered again.".into()
+            }
             LoginFailure::WrongIssuer => {
                 "the answer does not come from the school the sign-in started at".into()
             }
@@ -274,11 +283,13 @@ async fn complete(
         return Err(fail(LoginFailure::NoCode));
     };
 
-    let tokens = school
-        .client
-        .exchange_code(&code, &login.verifier)
-        .await
-        .map_err(|e| fail(loopwise_failure(&e)))?;
+    let tokens = match school.client.exchange_code(&code, &login.verifier).await {
+        Ok(t) => t,
+        Err(LoopwiseError::Refused { code, .. }) if code == "invalid_client" => {
+            return Err(fail(heal(gw, school, now).await));
+        }
+        Err(e) => return Err(fail(loopwise_failure(&e))),
+    };
     let identity = if login.nonce.is_empty() {
         school
             .client
@@ -352,6 +363,38 @@ async fn complete(
         Reply::redirect(302, &login.target).cookies(set),
         school.id.clone(),
     ))
+}
+
+/// The token endpoint says it does not know the client: a dynamically registered client
+/// registers again (once, logged and counted); a configured one is a refusal.
+async fn heal(gw: &Gateway, school: &crate::oauth::School, now: u64) -> LoginFailure {
+    let count = |result: &str| {
+        gw.shared
+            .metrics
+            .reregistrations
+            .with_label_values(&[&school.id, result])
+            .inc()
+    };
+    match school.client.reregister(now).await {
+        Ok(Some(client_id)) => {
+            count("ok");
+            tracing::warn!(school = %school.id, %client_id, "the school answered invalid_client: registered again; the user signs in again");
+            LoginFailure::Reregistered
+        }
+        Ok(None) => {
+            tracing::warn!(school = %school.id, "the school refused the client (invalid_client)");
+            LoginFailure::Refused {
+                code: "invalid_client".into(),
+            }
+        }
+        Err(e) => {
+            count("error");
+            tracing::error!(school = %school.id, error = %e, "the school answered invalid_client and registering again failed");
+            LoginFailure::Refused {
+                code: "invalid_client".into(),
+            }
+        }
+    }
 }
 
 /// OpenID Connect: identity from the verified ID token, completed by userinfo when the

@@ -252,6 +252,31 @@ pub struct LoopwiseClient {
     authorize_params: Vec<(String, String)>,
     /// The provider's signing keys, fetched when an ID token first needs them.
     jwks: Arc<Mutex<Option<Arc<jsonwebtoken::jwk::JwkSet>>>>,
+    /// A client id registered again after the server forgot the first (see
+    /// [`LoopwiseClient::reregister`]); every clone sees it.
+    reissued: Arc<arc_swap::ArcSwapOption<String>>,
+    /// Where and how the client registered itself (`None`: a configured client id).
+    registration: Option<Arc<RegistrationSpec>>,
+}
+
+/// What a dynamically registered client needs to register again.
+#[derive(Debug, Clone)]
+pub struct RegistrationSpec {
+    pub file: std::path::PathBuf,
+    pub client_name: String,
+    /// When it last registered again (unix seconds; 0: never), so a storm of
+    /// `invalid_client` answers re-registers once.
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RegistrationSpec {
+    pub fn new(file: std::path::PathBuf, client_name: String) -> RegistrationSpec {
+        RegistrationSpec {
+            file,
+            client_name,
+            last: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
 }
 
 impl std::fmt::Debug for LoopwiseClient {
@@ -305,7 +330,56 @@ impl LoopwiseClient {
             claims: ClaimNames::default(),
             authorize_params: Vec::new(),
             jwks: Arc::new(Mutex::new(None)),
+            reissued: Arc::new(arc_swap::ArcSwapOption::empty()),
+            registration: None,
         }
+    }
+
+    /// The same client, registered dynamically as `spec` says (so it can heal).
+    pub fn with_registration(mut self, spec: RegistrationSpec) -> Self {
+        self.registration = Some(Arc::new(spec));
+        self
+    }
+
+    /// The server says it does not know this client (`invalid_client`): when the client
+    /// registered itself, register again (at most once a minute, however many requests
+    /// hit it) and use the new id from now on. `Ok(None)`: not a registered client, or it
+    /// re-registered less than a minute ago.
+    pub async fn reregister(
+        &self,
+        now: u64,
+    ) -> Result<Option<String>, super::registration::RegistrationError> {
+        let Some(spec) = &self.registration else {
+            return Ok(None);
+        };
+        let r = self.ready()?;
+        let last = spec.last.load(std::sync::atomic::Ordering::Relaxed);
+        if last != 0 && now < last + 60 {
+            return Ok(None);
+        }
+        if spec
+            .last
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let reg = super::registration::register(
+            self.http.as_ref(),
+            &r.metadata,
+            &spec.client_name,
+            &self.redirect_uri,
+            &spec.file,
+            now,
+        )
+        .await?;
+        self.reissued.store(Some(Arc::new(reg.client_id.clone())));
+        Ok(Some(reg.client_id))
     }
 
     /// The same client reading identity from `claims` and sending `authorize_params`.
@@ -358,8 +432,8 @@ impl LoopwiseClient {
         self.resolved.get().map(|r| &r.metadata)
     }
 
-    pub fn client_id(&self) -> Option<&str> {
-        self.resolved.get().map(|r| r.client_id.as_str())
+    pub fn client_id(&self) -> Option<String> {
+        self.resolved.get().map(|r| self.current_id(r))
     }
 
     /// The metadata and client id, or a transient error while they are not loaded.
@@ -383,7 +457,7 @@ impl LoopwiseClient {
         let r = self.ready()?;
         let mut ser = form_urlencoded::Serializer::new(String::new());
         ser.append_pair("response_type", "code")
-            .append_pair("client_id", &r.client_id)
+            .append_pair("client_id", &self.current_id(r))
             .append_pair("redirect_uri", &self.redirect_uri)
             .append_pair("scope", &scopes.join(" "))
             .append_pair("state", state)
@@ -400,33 +474,44 @@ impl LoopwiseClient {
         Ok(format!("{endpoint}{sep}{}", ser.finish()))
     }
 
-    fn with_client_auth<'a>(&'a self, r: &'a Resolved, pairs: &mut Vec<(&'a str, &'a str)>) {
-        pairs.push(("client_id", &r.client_id));
+    /// A form to `url` with `pairs` and the client's authentication (`client_secret_post`).
+    fn client_form(&self, r: &Resolved, url: &str, pairs: &[(&str, &str)]) -> HttpRequest {
+        let id = self.current_id(r);
+        let mut all: Vec<(&str, &str)> = pairs.to_vec();
+        all.push(("client_id", &id));
         if let Some(s) = &self.client_secret {
-            pairs.push(("client_secret", s.expose()));
+            all.push(("client_secret", s.expose()));
+        }
+        HttpRequest::form(url, &all)
+    }
+
+    /// The client id in use: the one resolved at start-up, or the one a re-registration
+    /// replaced it with.
+    fn current_id(&self, r: &Resolved) -> String {
+        match self.reissued.load_full() {
+            Some(id) => id.as_ref().clone(),
+            None => r.client_id.clone(),
         }
     }
 
     pub fn code_request(&self, code: &str, verifier: &str) -> Result<HttpRequest, LoopwiseError> {
         let r = self.ready()?;
-        let mut pairs = vec![
+        let pairs = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", verifier),
         ];
-        self.with_client_auth(r, &mut pairs);
-        Ok(HttpRequest::form(&r.metadata.token_endpoint, &pairs))
+        Ok(self.client_form(r, &r.metadata.token_endpoint, &pairs))
     }
 
     pub fn refresh_request(&self, refresh_token: &str) -> Result<HttpRequest, LoopwiseError> {
         let r = self.ready()?;
-        let mut pairs = vec![
+        let pairs = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
-        self.with_client_auth(r, &mut pairs);
-        Ok(HttpRequest::form(&r.metadata.token_endpoint, &pairs))
+        Ok(self.client_form(r, &r.metadata.token_endpoint, &pairs))
     }
 
     /// `None` when Loopwise offers no revocation endpoint.
@@ -439,9 +524,8 @@ impl LoopwiseClient {
         let Some(endpoint) = r.metadata.revocation_endpoint.as_ref() else {
             return Ok(None);
         };
-        let mut pairs = vec![("token", token), ("token_type_hint", hint)];
-        self.with_client_auth(r, &mut pairs);
-        Ok(Some(HttpRequest::form(endpoint, &pairs)))
+        let pairs = vec![("token", token), ("token_type_hint", hint)];
+        Ok(Some(self.client_form(r, endpoint, &pairs)))
     }
 
     /// RFC 7662 introspection; `None` when the metadata advertises no endpoint.
@@ -450,9 +534,8 @@ impl LoopwiseClient {
         let Some(endpoint) = r.metadata.introspection_endpoint.as_ref() else {
             return Ok(None);
         };
-        let mut pairs = vec![("token", token), ("token_type_hint", "access_token")];
-        self.with_client_auth(r, &mut pairs);
-        Ok(Some(HttpRequest::form(endpoint, &pairs)))
+        let pairs = vec![("token", token), ("token_type_hint", "access_token")];
+        Ok(Some(self.client_form(r, endpoint, &pairs)))
     }
 
     /// Sends a request built elsewhere (e.g. introspection), classifying transport errors.
@@ -494,9 +577,10 @@ impl LoopwiseClient {
         now: u64,
     ) -> Result<serde_json::Map<String, serde_json::Value>, IdTokenFailure> {
         let r = self.ready()?;
+        let client_id = self.current_id(r);
         let expected = id_token::Expected {
             issuer: &self.issuer,
-            client_id: &r.client_id,
+            client_id: &client_id,
             nonce,
             now,
         };
@@ -551,7 +635,7 @@ impl LoopwiseClient {
         let mut q = form_urlencoded::Serializer::new(String::new());
         q.append_pair("id_token_hint", id_token)
             .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
-            .append_pair("client_id", &r.client_id);
+            .append_pair("client_id", &self.current_id(r));
         let sep = if endpoint.contains('?') { '&' } else { '?' };
         Some(format!("{endpoint}{sep}{}", q.finish()))
     }

@@ -1,5 +1,8 @@
 //! Dynamic client registration (RFC 7591) and its persistence, so a gateway without a
-//! configured `client_id` registers once and reuses the result across restarts.
+//! configured `client_id` registers once and reuses the result across restarts. RFC
+//! 7592's `registration_access_token` and `registration_client_uri` are kept (the file
+//! is private to the gateway's user), so a stored registration is checked at start-up
+//! and registered again when the server has forgotten it.
 
 use std::path::Path;
 
@@ -9,12 +12,29 @@ use super::client::{LoopwiseError, Metadata};
 use super::http::{HttpClient, HttpRequest};
 
 /// What is persisted in `loopwise.registration_file`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub issuer: String,
     pub redirect_uri: String,
     pub client_id: String,
     pub registered_at: u64,
+    /// RFC 7592: the Bearer that reads (or updates) this registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_access_token: Option<String>,
+    /// RFC 7592: where this registration can be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_client_uri: Option<String>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("registered_at", &self.registered_at)
+            .field("manageable", &self.registration_access_token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +74,31 @@ pub fn request(meta: &Metadata, client_name: &str, redirect_uri: &str) -> Option
 #[derive(Deserialize)]
 struct Registered {
     client_id: String,
+    #[serde(default)]
+    registration_access_token: Option<String>,
+    #[serde(default)]
+    registration_client_uri: Option<String>,
 }
 
-/// Reuses the stored registration or registers anew and stores it (atomically: a
-/// temporary file renamed into place, so a crash never leaves half a file).
+/// Whether the server still knows a stored registration (RFC 7592 read). `true` when it
+/// cannot tell (no management URI, or the server unreachable): only a clear "unknown"
+/// (401, 403, 404) means it forgot.
+async fn still_known(http: &dyn HttpClient, r: &Registration) -> bool {
+    let (Some(uri), Some(token)) = (&r.registration_client_uri, &r.registration_access_token)
+    else {
+        return true;
+    };
+    match http
+        .execute(HttpRequest::get(uri.clone()).bearer(token))
+        .await
+    {
+        Ok(resp) => !matches!(resp.status, 401 | 403 | 404),
+        Err(_) => true,
+    }
+}
+
+/// Reuses the stored registration (when the server still knows it) or registers anew
+/// and stores it.
 pub async fn ensure(
     http: &dyn HttpClient,
     meta: &Metadata,
@@ -67,8 +108,24 @@ pub async fn ensure(
     now: u64,
 ) -> Result<Registration, RegistrationError> {
     if let Some(r) = load(path, &meta.issuer, redirect_uri) {
-        return Ok(r);
+        if still_known(http, &r).await {
+            return Ok(r);
+        }
+        tracing::warn!(client_id = %r.client_id, issuer = %meta.issuer, "the school no longer knows the registered client; registering again");
     }
+    register(http, meta, client_name, redirect_uri, path, now).await
+}
+
+/// Registers anew and stores the result (atomically: a temporary file, private to the
+/// gateway's user, renamed into place, so a crash never leaves half a file).
+pub async fn register(
+    http: &dyn HttpClient,
+    meta: &Metadata,
+    client_name: &str,
+    redirect_uri: &str,
+    path: &Path,
+    now: u64,
+) -> Result<Registration, RegistrationError> {
     let req = request(meta, client_name, redirect_uri).ok_or(RegistrationError::NotSupported)?;
     let resp = http
         .execute(req)
@@ -93,6 +150,8 @@ pub async fn ensure(
         redirect_uri: redirect_uri.to_string(),
         client_id: reg.client_id,
         registered_at: now,
+        registration_access_token: reg.registration_access_token,
+        registration_client_uri: reg.registration_client_uri,
     };
     let write_err = |source| RegistrationError::Write {
         path: path.display().to_string(),
@@ -102,8 +161,19 @@ pub async fn ensure(
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&r).expect("serialisable"))
-        .map_err(write_err)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(write_err)?;
+        f.write_all(&serde_json::to_vec_pretty(&r).expect("serialisable"))
+            .map_err(write_err)?;
+    }
     std::fs::rename(&tmp, path).map_err(write_err)?;
     Ok(r)
 }
@@ -122,6 +192,8 @@ mod tests {
             redirect_uri: "https://gw/cb".into(),
             client_id: "c1".into(),
             registered_at: 1,
+            registration_access_token: None,
+            registration_client_uri: None,
         };
         std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(load(&path, "https://a", "https://gw/cb"), Some(r));

@@ -211,7 +211,17 @@ pub(crate) fn school(lw: &LoopwiseConfig, client: LoopwiseClient) -> School {
     School {
         id: lw.name.clone(),
         display_name: lw.display_name.clone(),
-        client: client.with_options(lw.claims.clone(), lw.authorize_params.clone()),
+        client: {
+            let c = client.with_options(lw.claims.clone(), lw.authorize_params.clone());
+            match lw.client_id {
+                Some(_) => c,
+                // A client that registered itself can register again (see `reregister`).
+                None => c.with_registration(crate::oauth::client::RegistrationSpec::new(
+                    lw.registration_file.clone(),
+                    lw.client_name.clone(),
+                )),
+            }
+        },
     }
 }
 

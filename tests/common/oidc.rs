@@ -14,59 +14,51 @@ pub struct Op {
     child: Child,
     pub issuer: String,
     origin: String,
+    config: Value,
 }
 
 impl Op {
     /// Starts the provider with `issuer_path` (e.g. `/realms/x`, or empty), one public
     /// client `client_id` redirecting to `redirect_uri`, and access tokens of `ttl` s.
     pub fn start(issuer_path: &str, client_id: &str, redirect_uri: &str, ttl: u64) -> Op {
-        let port = free_port();
-        let config = json!({
-            "port": port,
-            "prefix": issuer_path,
-            "access_token_ttl": ttl,
-            "clients": [{
+        Op::start_with(
+            issuer_path,
+            json!([{
                 "client_id": client_id,
                 "redirect_uris": [redirect_uri],
                 "post_logout_redirect_uris": [redirect_uri.replace("/oauth2/callback", "/")],
                 "token_endpoint_auth_method": "none",
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
-            }],
+            }]),
+            ttl,
+        )
+    }
+
+    /// Starts the provider with `clients` (none: clients register themselves).
+    pub fn start_with(issuer_path: &str, clients: Value, ttl: u64) -> Op {
+        let config = json!({
+            "port": free_port(),
+            "prefix": issuer_path,
+            "access_token_ttl": ttl,
+            "clients": clients,
         });
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
-        assert!(
-            std::path::Path::new(dir)
-                .join("node_modules/oidc-provider")
-                .is_dir(),
-            "tests/oidc/node_modules is missing: run scripts/ensure-deps (npm ci in tests/oidc)"
-        );
-        let mut child = Command::new("node")
-            .arg("provider.mjs")
-            .current_dir(dir)
-            .env("OP_CONFIG", config.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs (scripts/ensure-deps installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(issuer) = line.strip_prefix("ready ") {
-                    let _ = tx.send(issuer.to_string());
-                }
-            }
-        });
-        let issuer = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("oidc-provider did not start within 30 s");
+        let (child, issuer) = spawn(&config);
         Op {
             child,
+            origin: format!("http://127.0.0.1:{}", config["port"]),
             issuer,
-            origin: format!("http://127.0.0.1:{port}"),
+            config,
         }
+    }
+
+    /// Stops the provider and starts it again on the same port: it forgets every
+    /// registration, grant and session (its store is in memory).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, _) = spawn(&self.config);
+        self.child = child;
     }
 
     /// The provider's counters (`token`, `userinfo`, `revocation`, `end_session`, …).
@@ -78,6 +70,39 @@ impl Op {
             .await
             .unwrap()
     }
+}
+
+/// Runs tests/oidc/provider.mjs with `config`; returns it once it listens, and its issuer.
+fn spawn(config: &Value) -> (Child, String) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules/oidc-provider")
+            .is_dir(),
+        "tests/oidc/node_modules is missing: run scripts/ensure-deps (npm ci in tests/oidc)"
+    );
+    let mut child = Command::new("node")
+        .arg("provider.mjs")
+        .current_dir(dir)
+        .env("OP_CONFIG", config.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node runs (scripts/ensure-deps installs it)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(issuer) = line.strip_prefix("ready ") {
+                let _ = tx.send(issuer.to_string());
+            }
+        }
+    });
+    let issuer = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("oidc-provider did not start within 30 s");
+    (child, issuer)
 }
 
 impl Drop for Op {

@@ -26,6 +26,7 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     introspection: { enabled: true },
     registration: { enabled: true },
+    registrationManagement: { enabled: true, rotateRegistrationAccessToken: false },
     rpInitiatedLogout: { enabled: true },
   },
   claims: {
