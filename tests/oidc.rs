@@ -74,6 +74,7 @@ issuer = "{issuer}"
 {client}
 scopes = ["openid", "profile", "email", "offline_access"]
 authorize_params = {{ prompt = "consent" }}
+opaque_tokens = true
 timeout = "5s"
 
 [session]
@@ -83,6 +84,12 @@ secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]
 name = "app"
 path = "/"
 upstream = "http://{app}"
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "http://{app}"
+auth = "api"
 "#,
         issuer = op.issuer,
         app = echo.addr,
@@ -394,4 +401,44 @@ async fn a_registration_the_provider_forgot_heals_on_the_callback_and_at_start_u
     gw.shutdown().await;
     drop(b);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_opaque_access_tokens_are_bearers_on_api_routes_and_audience_is_enforced() {
+    let lab = lab(3600).await;
+    let mut b = signed_in(&lab, "ada").await;
+    let token = bearer(&b.navigate("/page").await.json());
+    let call = |port: u16, token: String| async move {
+        http()
+            .get(format!("http://127.0.0.1:{port}/api/grades"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = call(lab.port, token.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echoed(&echo, "x-loopwise-user"), Some("ada"));
+    assert_eq!(
+        echoed(&echo, "x-loopwise-roles"),
+        Some("teacher"),
+        "a string roles claim"
+    );
+    assert_eq!(bearer(&echo), token, "the client's own token goes upstream");
+    assert_eq!(
+        call(lab.port, format!("{token}x")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // With an audience, a token that does not say it is for us is refused: an opaque
+    // token names no audience.
+    let port = free_port();
+    let strict = gateway(
+        &lab.op,
+        port,
+        &format!("client_id = \"{CLIENT}\"\naudience = [\"https://grades.example\"]"),
+    )
+    .await;
+    assert_eq!(call(port, token).await.status(), StatusCode::UNAUTHORIZED);
+    strict.shutdown().await;
 }

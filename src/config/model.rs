@@ -106,8 +106,12 @@ pub struct LoopwiseConfig {
     /// When set, Bearer tokens must belong to this school (sessions are not checked:
     /// a route's `schools` restricts them).
     pub school_id: Option<String>,
-    /// When set, locally validated tokens must name it in `aud`.
-    pub audience: Option<String>,
+    /// When not empty, a presented Bearer must name one of these in `aud` (or be issued
+    /// to one, `client_id`/`azp`); a token that names none (or cannot be read) is refused.
+    pub audience: Vec<String>,
+    /// Accept Bearer tokens that are not JWTs (opaque reference tokens); off, anything
+    /// not shaped like a JWT is refused before any call.
+    pub opaque_tokens: bool,
     /// The claims that name email, name, roles and school.
     pub claims: crate::oauth::claims::ClaimNames,
     /// Extra authorize parameters (`prompt = "consent"`, `resource = …`).

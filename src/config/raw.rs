@@ -100,8 +100,9 @@ pub(super) struct RawLoopwise {
     pub allow_http: Option<bool>,
     pub jwt_secret: Option<SecretSource>,
     pub school_id: Option<toml::Value>,
-    pub audience: Option<String>,
+    pub audience: Option<RawNames>,
     pub claims: Option<RawClaims>,
+    pub opaque_tokens: Option<bool>,
     pub authorize_params: Option<std::collections::BTreeMap<String, String>>,
 }
 

@@ -25,9 +25,12 @@ impl Gateway {
             Err(_) => return BearerAuth::Invalid,
             Ok(Some(t)) => t,
         };
-        // Not even shaped like a Loopwise token (a JWT of sane size): refused before the
-        // cache, so junk neither costs a call to Loopwise nor fills the negative cache.
-        if !validate::plausible(token) {
+        // Not even shaped like a token (a JWT of sane size, or an opaque token where the
+        // school issues those): refused before the cache, so junk neither costs a call to
+        // Loopwise nor fills the negative cache.
+        let jwt = validate::plausible(token);
+        let opaque = !jwt && validate::plausible_opaque(token);
+        if !jwt && !opaque {
             return BearerAuth::Invalid;
         }
         let issuer_school = validate::unverified_issuer(token)
@@ -38,6 +41,10 @@ impl Gateway {
             Some(_) => return BearerAuth::Invalid,
             None => schools.iter().map(String::as_str).collect(),
         };
+        let candidates: Vec<&str> = candidates
+            .into_iter()
+            .filter(|s| jwt || self.tenant(s).is_some_and(|t| t.opaque_tokens))
+            .collect();
         let mut unavailable = false;
         for name in candidates {
             let (Some(school), Some(tenant)) = (self.schools.get(name), self.tenant(name)) else {
@@ -90,8 +97,11 @@ impl Gateway {
                     .school_id
                     .as_ref()
                     .is_none_or(|s| *s == info.identity.school);
-                school_ok.then(|| BearerAuth::Valid {
-                    info,
+                // A token for another API of the same school is not for this gateway.
+                let audience_ok = tenant.audience.is_empty()
+                    || info.audiences.iter().any(|a| tenant.audience.contains(a));
+                (school_ok && audience_ok).then(|| BearerAuth::Valid {
+                    info: Box::new(info),
                     token: token.to_string(),
                     lookup,
                 })

@@ -63,7 +63,7 @@ pub enum BearerAuth {
     /// A valid token, as `token` (forwarded upstream as is); `lookup` says how the cache
     /// answered.
     Valid {
-        info: TokenInfo,
+        info: Box<TokenInfo>,
         token: String,
         lookup: Lookup,
     },
@@ -132,6 +132,10 @@ struct Tenant {
     validation: Mode,
     /// `school_id`: Bearer tokens must name this school id.
     school_id: Option<String>,
+    /// `audience`: Bearer tokens must be for one of these (empty: any).
+    audience: Vec<String>,
+    /// `opaque_tokens`: Bearer tokens need not be JWTs.
+    opaque_tokens: bool,
     scopes: Vec<String>,
 }
 
@@ -169,7 +173,7 @@ impl Gateway {
                     Some(secret) => Mode::Local {
                         key: jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes()),
                         issuer: school.client.issuer().to_string(),
-                        audience: lw.and_then(|lw| lw.audience.clone()),
+                        audience: lw.map(|lw| lw.audience.clone()).unwrap_or_default(),
                     },
                     None => Mode::Remote,
                 };
@@ -178,6 +182,8 @@ impl Gateway {
                     cookie_name: school_cookie_name(&config.session.cookie_name, &school.id),
                     validation,
                     school_id: lw.and_then(|lw| lw.school_id.clone()),
+                    audience: lw.map(|lw| lw.audience.clone()).unwrap_or_default(),
+                    opaque_tokens: lw.is_some_and(|lw| lw.opaque_tokens),
                     scopes: lw.map(|lw| lw.scopes.clone()).unwrap_or_default(),
                 }
             })

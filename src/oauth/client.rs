@@ -393,6 +393,12 @@ impl LoopwiseClient {
         self
     }
 
+    /// Whether the client authenticates with a secret (a public client cannot, at most
+    /// introspection endpoints).
+    pub fn is_confidential(&self) -> bool {
+        self.client_secret.is_some()
+    }
+
     /// The claim names identity is read with.
     pub fn claim_names(&self) -> &ClaimNames {
         &self.claims

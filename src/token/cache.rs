@@ -151,6 +151,7 @@ mod tests {
             identity: Identity::default(),
             scope: String::new(),
             expires_at: exp,
+            audiences: Vec::new(),
         })
     }
 

@@ -38,6 +38,17 @@ pub(crate) fn plausible(token: &str) -> bool {
     segments == 3
 }
 
+/// Whether `token` could be an opaque reference token (RFC 6750 `b64token`, 16 to
+/// [`MAX_BEARER_LEN`] bytes), for schools whose server issues those (`opaque_tokens`).
+pub(crate) fn plausible_opaque(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    (16..=MAX_BEARER_LEN).contains(&token.len())
+        && !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 /// What a valid token stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -45,6 +56,8 @@ pub struct TokenInfo {
     pub scope: String,
     /// The token's `exp`, when known.
     pub expires_at: Option<u64>,
+    /// Whom the token is for (`aud`, `client_id`, `azp`), when known.
+    pub audiences: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +73,7 @@ pub(crate) enum Mode {
     Local {
         key: DecodingKey,
         issuer: String,
-        audience: Option<String>,
+        audience: Vec<String>,
     },
     /// Introspection when the metadata advertises it, userinfo otherwise (decided per
     /// call, because the metadata may arrive after start-up).
@@ -96,17 +109,39 @@ fn numeric_date(v: &serde_json::Value) -> Option<u64> {
 }
 
 /// Whether the `aud` claim (absent, a string or a list of strings) is acceptable.
-fn audience_ok(aud: Option<&serde_json::Value>, expected: Option<&str>) -> bool {
-    let Some(expected) = expected else {
+fn audience_ok(aud: Option<&serde_json::Value>, expected: &[String]) -> bool {
+    if expected.is_empty() {
         return true;
-    };
+    }
     match aud {
-        Some(serde_json::Value::String(a)) => a == expected,
+        Some(serde_json::Value::String(a)) => expected.contains(a),
         Some(serde_json::Value::Array(list)) => {
-            list.iter().all(|a| a.is_string()) && list.iter().any(|a| a == expected)
+            list.iter().all(|a| a.is_string())
+                && list
+                    .iter()
+                    .any(|a| a.as_str().is_some_and(|a| expected.iter().any(|e| e == a)))
         }
         _ => false,
     }
+}
+
+/// The audiences a token names: its `aud` (a string or strings) and the `client_id` /
+/// `azp` it was issued to (RFC 9068, RFC 7662).
+pub(crate) fn audiences_of(c: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut out: Vec<String> = match c.get("aud") {
+        Some(serde_json::Value::String(a)) => vec![a.clone()],
+        Some(serde_json::Value::Array(l)) => l
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for k in ["client_id", "azp"] {
+        if let Some(v) = c.get(k).and_then(|v| v.as_str()) {
+            out.push(v.to_string());
+        }
+    }
+    out
 }
 
 /// The claim checks of local mode, pure: `iss` is the issuer (a string, exactly), `exp`
@@ -116,7 +151,7 @@ fn audience_ok(aud: Option<&serde_json::Value>, expected: Option<&str>) -> bool 
 fn check_claims(
     c: &serde_json::Map<String, serde_json::Value>,
     issuer: &str,
-    audience: Option<&str>,
+    audience: &[String],
     now: u64,
 ) -> Option<TokenInfo> {
     if c.get("iss").and_then(|v| v.as_str()) != Some(issuer) {
@@ -156,6 +191,7 @@ fn check_claims(
         },
         scope,
         expires_at: Some(exp),
+        audiences: audiences_of(c),
     })
 }
 
@@ -166,7 +202,7 @@ fn check_claims(
 pub(crate) fn verify_local(
     key: &DecodingKey,
     issuer: &str,
-    audience: Option<&str>,
+    audience: &[String],
     token: &str,
     now: u64,
 ) -> Verdict {
@@ -181,6 +217,16 @@ pub(crate) fn verify_local(
     match data.claims.as_object() {
         Some(c) => check_claims(c, issuer, audience, now).map_or(Verdict::Invalid, Verdict::Valid),
         None => Verdict::Invalid,
+    }
+}
+
+/// A JWT's payload, *not* verified: only read after the server vouched for the token.
+fn unverified_payload(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
     }
 }
 
@@ -217,10 +263,6 @@ struct Introspection {
     #[serde(default)]
     exp: Option<u64>,
     #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
     username: Option<String>,
 }
 
@@ -237,9 +279,33 @@ pub(crate) async fn validate(
             key,
             issuer,
             audience,
-        } => Ok(verify_local(key, issuer, audience.as_deref(), token, now)),
+        } => Ok(verify_local(key, issuer, audience, token, now)),
         Mode::Remote => match loopwise.introspection_request(token)? {
-            Some(req) => introspect(loopwise, req, now).await,
+            Some(req) => match introspect(loopwise, req, now).await {
+                // Introspection says whether the token is good; userinfo, where the server
+                // has one, says more about who it is for (email, name, roles, school).
+                Ok(Verdict::Valid(mut info)) => {
+                    let has_userinfo = loopwise
+                        .metadata()
+                        .is_some_and(|m| m.userinfo_endpoint.is_some());
+                    if has_userinfo {
+                        if let Ok(more) = loopwise.userinfo(token).await {
+                            if more.sub == info.identity.sub {
+                                info.identity = crate::oauth::claims::merge(info.identity, more);
+                            }
+                        }
+                    }
+                    Ok(Verdict::Valid(info))
+                }
+                // A public client cannot authenticate to introspection on many servers:
+                // userinfo still tells whether the token is good.
+                Err(LoopwiseError::Refused { code, .. })
+                    if code == "invalid_client" && !loopwise.is_confidential() =>
+                {
+                    userinfo(loopwise, token, now).await
+                }
+                other => other,
+            },
             None => userinfo(loopwise, token, now).await,
         },
     }
@@ -260,6 +326,10 @@ async fn userinfo(
                 identity,
                 scope: scope.unwrap_or_default(),
                 expires_at: exp,
+                // Read from the payload only now that the server vouched for the token.
+                audiences: unverified_payload(token)
+                    .map(|c| audiences_of(&c))
+                    .unwrap_or_default(),
             }))
         }
         Err(LoopwiseError::Refused { .. }) => Ok(Verdict::Invalid),
@@ -295,22 +365,29 @@ async fn introspect(
             resp.status
         )));
     }
-    let Ok(i) = serde_json::from_slice::<Introspection>(&resp.body) else {
+    let Ok(serde_json::Value::Object(c)) = serde_json::from_slice::<serde_json::Value>(&resp.body)
+    else {
+        return Err(LoopwiseError::Malformed("introspection response".into()));
+    };
+    let Ok(i) = serde_json::from_value::<Introspection>(serde_json::Value::Object(c.clone()))
+    else {
         return Err(LoopwiseError::Malformed("introspection response".into()));
     };
     let sub = i.sub.as_ref().map(scalar).unwrap_or_default();
     if !i.active || sub.is_empty() || i.exp.is_some_and(|e| e <= now) {
         return Ok(Verdict::Invalid);
     }
+    // Identity from the configured claims, as userinfo's (roles and school included).
+    let mut identity = loopwise.claim_names().identity(&c);
+    identity.sub = sub;
+    if identity.name.is_empty() {
+        identity.name = i.username.unwrap_or_default();
+    }
     Ok(Verdict::Valid(TokenInfo {
-        identity: Identity {
-            sub,
-            email: i.email.unwrap_or_default(),
-            name: i.name.or(i.username).unwrap_or_default(),
-            ..Identity::default()
-        },
+        identity,
         scope: i.scope.unwrap_or_default(),
         expires_at: i.exp,
+        audiences: audiences_of(&c),
     }))
 }
 
@@ -351,6 +428,8 @@ mod tests {
     }
 
     fn check(audience: Option<&str>, changes: serde_json::Value, now: u64) -> Verdict {
+        let audience: Vec<String> = audience.into_iter().map(str::to_string).collect();
+        let audience = audience.as_slice();
         let key = DecodingKey::from_secret(SECRET);
         verify_local(&key, ISS, audience, &token(SECRET, claims(changes)), now)
     }
@@ -450,7 +529,7 @@ mod tests {
         let key = DecodingKey::from_secret(SECRET);
         let good = token(SECRET, claims(json!({})));
         assert_eq!(
-            verify_local(&key, "https://other", None, &good, NOW),
+            verify_local(&key, "https://other", &[], &good, NOW),
             Verdict::Invalid
         );
     }
@@ -506,14 +585,11 @@ mod tests {
         let key = DecodingKey::from_secret(SECRET);
         let c = claims(json!({}));
         let forged = token(b"another-secret-entirely", c.clone());
-        assert_eq!(
-            verify_local(&key, ISS, None, &forged, NOW),
-            Verdict::Invalid
-        );
+        assert_eq!(verify_local(&key, ISS, &[], &forged, NOW), Verdict::Invalid);
         for alg in [Algorithm::HS384, Algorithm::HS512] {
             let t = token_with(Header::new(alg), SECRET, c.clone());
             assert_eq!(
-                verify_local(&key, ISS, None, &t, NOW),
+                verify_local(&key, ISS, &[], &t, NOW),
                 Verdict::Invalid,
                 "{alg:?}"
             );
@@ -527,19 +603,19 @@ mod tests {
             format!("{none}.{}.{}", parts[1], parts[2]),
         ] {
             assert_eq!(
-                verify_local(&key, ISS, None, &t, NOW),
+                verify_local(&key, ISS, &[], &t, NOW),
                 Verdict::Invalid,
                 "{t}"
             );
         }
         // A payload that is not a JSON object.
         let t = token(SECRET, json!([1, 2]));
-        assert_eq!(verify_local(&key, ISS, None, &t, NOW), Verdict::Invalid);
+        assert_eq!(verify_local(&key, ISS, &[], &t, NOW), Verdict::Invalid);
         assert_eq!(
-            verify_local(&key, ISS, None, "garbage", NOW),
+            verify_local(&key, ISS, &[], "garbage", NOW),
             Verdict::Invalid
         );
-        assert!(valid(&verify_local(&key, ISS, None, &good, NOW)));
+        assert!(valid(&verify_local(&key, ISS, &[], &good, NOW)));
     }
 
     #[test]
@@ -547,6 +623,22 @@ mod tests {
         let t = token(b"k", json!({"exp": 5, "scope": "a b"}));
         assert_eq!(unverified_claims(&t), (Some(5), Some("a b".into())));
         assert_eq!(unverified_claims("opaque-token"), (None, None));
+    }
+
+    #[test]
+    fn opaque_tokens_are_b64tokens_of_sane_length() {
+        assert!(plausible_opaque("Xyz0123456789abcdefgh_-~+/.=="));
+        for junk in [
+            "short",
+            "0123456789abcde",
+            "with space 0123456789",
+            "quote\"0123456789abc",
+            "==================",
+            "\u{e9}0123456789abcdef",
+        ] {
+            assert!(!plausible_opaque(junk), "{junk:?}");
+        }
+        assert!(!plausible_opaque(&"a".repeat(MAX_BEARER_LEN + 1)));
     }
 
     #[test]
@@ -621,7 +713,7 @@ mod tests {
         #[test]
         fn verify_local_never_panics_on_junk(s in "\\PC*", now in any::<u64>()) {
             let key = DecodingKey::from_secret(SECRET);
-            prop_assert_eq!(verify_local(&key, ISS, Some("a"), &s, now), Verdict::Invalid);
+            prop_assert_eq!(verify_local(&key, ISS, &["a".to_string()], &s, now), Verdict::Invalid);
         }
     }
 
@@ -651,7 +743,72 @@ mod tests {
                 .then(|| "https://lw.test/api/oauth/introspect".into()),
             ..Metadata::fixture()
         };
-        LoopwiseClient::new(http, metadata, "cid".into(), None, "https://gw/cb".into())
+        // Introspection wants client credentials: a confidential client.
+        let secret = introspection.then(|| crate::secret::Secret::new("client-secret"));
+        LoopwiseClient::new(http, metadata, "cid".into(), secret, "https://gw/cb".into())
+    }
+
+    /// Introspection refuses the client (401), userinfo vouches for the token.
+    struct PublicClientServer;
+
+    #[async_trait::async_trait]
+    impl HttpClient for PublicClientServer {
+        async fn execute(&self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+            Ok(if req.url.contains("introspect") {
+                HttpResponse {
+                    status: 401,
+                    body: br#"{"error":"invalid_client"}"#.to_vec(),
+                }
+            } else {
+                HttpResponse {
+                    status: 200,
+                    body: br#"{"sub":"ada","roles":"teacher"}"#.to_vec(),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_public_client_refused_by_introspection_asks_userinfo() {
+        let metadata = Metadata {
+            introspection_endpoint: Some("https://lw.test/api/oauth/introspect".into()),
+            ..Metadata::fixture()
+        };
+        let public = LoopwiseClient::new(
+            Arc::new(PublicClientServer),
+            metadata,
+            "cid".into(),
+            None,
+            "https://gw/cb".into(),
+        );
+        let t = token(
+            b"k",
+            json!({"exp": NOW + 60, "aud": "my-api", "client_id": "app"}),
+        );
+        let Ok(Verdict::Valid(info)) = validate(&Mode::Remote, &public, &t, NOW).await else {
+            panic!("userinfo vouched for it");
+        };
+        assert_eq!(info.identity.roles, ["teacher"]);
+        assert_eq!(info.audiences, ["my-api", "app"]);
+    }
+
+    #[tokio::test]
+    async fn introspection_identity_uses_the_configured_claims() {
+        let body = r#"{"active":true,"sub":"ada","exp":10060,"email":"a@x","username":"ada_l",
+                       "roles":"teacher","org_id":7,"aud":["api-1","api-2"],"client_id":"c"}"#;
+        let Ok(Verdict::Valid(i)) = remote(200, body, true).await else {
+            panic!("valid");
+        };
+        assert_eq!(
+            (
+                i.identity.email.as_str(),
+                i.identity.name.as_str(),
+                i.identity.school.as_str()
+            ),
+            ("a@x", "ada_l", "7")
+        );
+        assert_eq!(i.identity.roles, ["teacher"]);
+        assert_eq!(i.audiences, ["api-1", "api-2", "c"]);
     }
 
     async fn remote(

@@ -206,13 +206,16 @@ impl Validator<'_> {
             16,
             "is too short to be an HS256 secret (at least 16 bytes)",
         );
-        let audience = match raw.audience {
-            Some(a) if a.trim().is_empty() => {
-                self.invalid(&k("audience"), &a, "must not be empty");
-                None
-            }
-            a => a,
+        let audience: Vec<String> = match raw.audience {
+            None => Vec::new(),
+            Some(raw::RawNames::One(a)) => vec![a],
+            Some(raw::RawNames::Many(list)) => list,
         };
+        for a in &audience {
+            if a.trim().is_empty() {
+                self.invalid(&k("audience"), a, "must not be empty");
+            }
+        }
         let school_id = match raw.school_id {
             None => None,
             Some(toml::Value::String(s)) if !s.is_empty() => Some(s),
@@ -289,6 +292,7 @@ impl Validator<'_> {
             }
         }
         Some(LoopwiseConfig {
+            opaque_tokens: raw.opaque_tokens.unwrap_or(false),
             claims,
             authorize_params,
             display_name: raw.display_name.unwrap_or_else(|| name.clone()),
