@@ -390,8 +390,13 @@ async fn run_demo(args: DemoArgs) -> ExitCode {
     println!("  Sign in as a demo user (ada: school admin, grace: teacher, alan: student),");
     println!("  approve the consent page, and the sample app shows who you are.");
     println!(
-        "  (Loopwise emulator: {}; Ctrl-C stops everything.)",
-        demo.emulator.url()
+        "  Two schools: {}/district accepts Demo School and South Academy, and asks which.",
+        demo.url()
+    );
+    println!(
+        "  (Loopwise emulators: {} and {}; Ctrl-C stops everything.)",
+        demo.emulator.url(),
+        demo.south.url()
     );
     println!();
     shutdown_signal().await;

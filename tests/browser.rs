@@ -374,6 +374,78 @@ async fn demo_flow(c: &Client, demo: &Demo) -> Result<(), String> {
     if let Some(k) = session_cookie(c).await? {
         return Err(format!("loopgate_session survived sign-out: {k:?}"));
     }
+
+    // 7. Two schools: /district accepts both, so a login starts at a chooser, a plain
+    //    page of links; the keyboard alone picks South Academy (Tab to it, Enter).
+    c.goto(&format!("{}/district", home.trim_end_matches('/')))
+        .await
+        .ctx("open /district")?;
+    wait_title(c, "Choose your school").await?;
+    let schools = text_of(c, "#schools").await?;
+    ensure!(
+        schools.contains("Demo School") && schools.contains("South Academy"),
+        "the chooser lists both schools by display name: {schools:?}"
+    );
+    let south = c
+        .find(Locator::Css("#school-south"))
+        .await
+        .ctx("the South Academy link")?;
+    let href = south.attr("href").await.ctx("href")?.unwrap_or_default();
+    ensure!(
+        href.contains("school=south") && href.contains("rd=%2Fdistrict"),
+        "the link keeps the target: {href}"
+    );
+    c.execute(
+        "document.activeElement && document.activeElement.blur()",
+        vec![],
+    )
+    .await
+    .ctx("blur")?;
+    let mut focused = false;
+    for _ in 0..6 {
+        c.active_element()
+            .await
+            .ctx("active element")?
+            .send_keys("\u{E004}")
+            .await
+            .ctx("Tab")?;
+        let id = c
+            .active_element()
+            .await
+            .ctx("active element")?
+            .attr("id")
+            .await
+            .ctx("id")?;
+        if id.as_deref() == Some("school-south") {
+            focused = true;
+            break;
+        }
+    }
+    ensure!(focused, "Tab reaches the South Academy link");
+    c.active_element()
+        .await
+        .ctx("active element")?
+        .send_keys("\u{E007}")
+        .await
+        .ctx("Enter")?;
+    wait_title(c, LOGIN_TITLE).await?;
+    let at = c.current_url().await.ctx("current url")?;
+    ensure!(
+        at.as_str().starts_with(demo.south.url()),
+        "South Academy's own login page ({}), got {at}",
+        demo.south.url()
+    );
+    click(c, "#login-ada").await?;
+    click(c, "#approve").await?;
+    eventually("the sample app at /district", || async {
+        let u = c.current_url().await.ok()?;
+        let there = u.path() == "/district";
+        let has_name = c.find(Locator::Css("#name")).await.is_ok();
+        (there && has_name).then_some(())
+    })
+    .await?;
+    let name = text_of(c, "#name").await?;
+    ensure!(name == "Ada Lovelace", "#name at /district is {name:?}");
     Ok(())
 }
 

@@ -33,7 +33,10 @@ pub enum DemoError {
 }
 
 pub struct Demo {
+    /// The school `default` ("Demo School").
     pub emulator: EmulatorHandle,
+    /// The school `south` ("South Academy"), for the chooser at `/district`.
+    pub south: EmulatorHandle,
     pub app: SampleApp,
     pub gateway: GatewayHandle,
 }
@@ -45,16 +48,19 @@ impl Demo {
         access_token_ttl: std::time::Duration,
     ) -> Result<Demo, DemoError> {
         let public_url = format!("http://{listen}");
-        let emulator = Emulator::start(EmulatorConfig {
+        let school = |subdomain: &str, id: u64| EmulatorConfig {
             access_token_ttl,
             clients: vec![ClientSpec {
                 id: DEMO_CLIENT.into(),
                 secret: None,
                 redirect_uri: format!("{public_url}/oauth2/callback"),
             }],
+            school_subdomain: subdomain.into(),
+            school_id: id,
             ..EmulatorConfig::default()
-        })
-        .await?;
+        };
+        let emulator = Emulator::start(school("demo", 4242)).await?;
+        let south = Emulator::start(school("south", 5151)).await?;
         let app = SampleApp::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(DemoError::App)?;
@@ -62,6 +68,7 @@ impl Demo {
         let text = TEMPLATE
             .replace("{listen}", &listen.to_string())
             .replace("{public_url}", &public_url)
+            .replace("{south_issuer}", south.url())
             .replace("{issuer}", emulator.url())
             .replace("{client_id}", DEMO_CLIENT)
             .replace("{session_secret}", &secret)
@@ -71,6 +78,7 @@ impl Demo {
         let gateway = GatewayHandle::start(cfg).await?;
         Ok(Demo {
             emulator,
+            south,
             app,
             gateway,
         })
@@ -83,5 +91,6 @@ impl Demo {
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
         self.emulator.shutdown().await;
+        self.south.shutdown().await;
     }
 }
