@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::common::gw::*;
 use crate::common::http;
-use crate::common::oidc::{confirm_logout, op_browser, sign_in, sign_in_with, Op};
+use crate::common::oidc::{cancel, confirm_logout, op_browser, sign_in, sign_in_with, Op};
 
 const CLIENT: &str = "loopgate-oidc";
 
@@ -441,4 +441,29 @@ async fn the_providers_opaque_access_tokens_are_bearers_on_api_routes_and_audien
     .await;
     assert_eq!(call(port, token).await.status(), StatusCode::UNAUTHORIZED);
     strict.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_cancelled_at_the_provider_says_the_school_refused() {
+    let lab = lab(3600).await;
+    let mut b = Browser::new(&lab.url(""));
+    let start = b.navigate("/page").await;
+    let back = cancel(&start.location(), &lab.callback_prefix()).await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    let u = url::Url::parse(&back).unwrap();
+    let r = b
+        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        r.body.contains("Your school refused the sign-in"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("/oauth2/start?rd=%2Fpage"),
+        "offers to try again"
+    );
+    assert_eq!(b.xhr("/page").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(lab.op.stats().await["token"], 0);
 }

@@ -220,3 +220,28 @@ pub async fn confirm_logout(client: &reqwest::Client, logout_url: &str) -> Strin
     }
     panic!("the provider did not send the browser back");
 }
+
+/// Follows `authorize_url` to the provider's login page and cancels there (its abort
+/// link); returns the callback URL the provider sends the browser to (not visited).
+pub async fn cancel(authorize_url: &str, callback_prefix: &str) -> String {
+    let client = op_browser();
+    let mut url = url::Url::parse(authorize_url).unwrap();
+    for _ in 0..10 {
+        let resp = client.get(url.clone()).send().await.unwrap();
+        if resp.status().is_redirection() {
+            let loc = resp.headers()["location"].to_str().unwrap().to_string();
+            if loc.starts_with(callback_prefix) {
+                return loc;
+            }
+            url = url.join(&loc).unwrap();
+            continue;
+        }
+        let html = resp.text().await.unwrap();
+        let at = html
+            .find("/abort\"")
+            .expect("the login page has an abort link");
+        let start = html[..at].rfind("href=\"").expect("an href") + 6;
+        url = url.join(&html[start..at + 6]).unwrap();
+    }
+    panic!("no redirect to {callback_prefix}");
+}
