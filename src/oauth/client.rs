@@ -1,230 +1,19 @@
-//! The Loopwise OAuth client: discovery, authorize URL, code exchange, refresh, revoke
-//! and userinfo. Requests are built and responses parsed by pure functions; only
-//! [`HttpClient::execute`] touches the network, so everything else is unit-tested.
+//! The Loopwise OAuth client: authorize URL, code exchange, refresh, revoke, userinfo,
+//! ID tokens, logout and re-registration. Requests are built and answers parsed by pure
+//! functions (`answers.rs`, `metadata.rs`); only [`HttpClient::execute`] touches the
+//! network, so everything else is unit-tested.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Deserialize;
-
+pub use super::answers::{parse_token, parse_userinfo, TokenSet};
 use super::claims::ClaimNames;
+use super::error::parse_json;
+pub use super::error::LoopwiseError;
 use super::http::{HttpClient, HttpRequest, HttpResponse};
 use super::id_token::{self, IdTokenError};
+pub use super::metadata::{discover, Metadata};
 use crate::secret::Secret;
 use crate::session::Identity;
-
-/// What went wrong talking to Loopwise, classified by type so callers never match strings.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoopwiseError {
-    /// No HTTP answer (refused, timeout, TLS): transient.
-    #[error("Loopwise is unreachable: {0}")]
-    Unreachable(String),
-    /// A 5xx or 429: transient.
-    #[error("Loopwise answered HTTP {0}")]
-    Unavailable(u16),
-    /// An RFC 6749 error answer, e.g. `invalid_grant`.
-    #[error("Loopwise refused: {code}")]
-    Refused { code: String, description: String },
-    /// A 2xx whose body is not what the protocol says: transient (proxies, HTML pages).
-    #[error("Loopwise sent an unexpected response: {0}")]
-    Malformed(String),
-}
-
-impl LoopwiseError {
-    /// Whether the grant behind the request is dead (`invalid_grant`, `invalid_client`):
-    /// the session must end. Anything else may succeed later.
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, LoopwiseError::Refused { code, .. } if code == "invalid_grant" || code == "invalid_client")
-    }
-}
-
-/// RFC 8414 / OpenID Connect Discovery metadata, the fields Loopgate uses.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Metadata {
-    pub issuer: String,
-    pub authorization_endpoint: String,
-    pub token_endpoint: String,
-    #[serde(default)]
-    pub revocation_endpoint: Option<String>,
-    #[serde(default)]
-    pub registration_endpoint: Option<String>,
-    #[serde(default)]
-    pub userinfo_endpoint: Option<String>,
-    #[serde(default)]
-    pub introspection_endpoint: Option<String>,
-    #[serde(default)]
-    pub code_challenge_methods_supported: Vec<String>,
-    /// Where the keys that sign ID tokens are (OpenID Connect).
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
-    #[serde(default)]
-    pub end_session_endpoint: Option<String>,
-    /// RFC 9207: authorization responses carry `iss`, which must then be checked.
-    #[serde(default)]
-    pub authorization_response_iss_parameter_supported: bool,
-}
-
-impl Metadata {
-    /// Test metadata for `https://lw.test` with S256 and only the endpoints every
-    /// server has; tests set the optional ones they need.
-    #[cfg(test)]
-    pub(crate) fn fixture() -> Metadata {
-        Metadata {
-            issuer: "https://lw.test".into(),
-            authorization_endpoint: "https://lw.test/oauth/authorize".into(),
-            token_endpoint: "https://lw.test/api/oauth/token".into(),
-            revocation_endpoint: None,
-            registration_endpoint: None,
-            userinfo_endpoint: None,
-            introspection_endpoint: None,
-            code_challenge_methods_supported: vec!["S256".into()],
-            jwks_uri: None,
-            end_session_endpoint: None,
-            authorization_response_iss_parameter_supported: false,
-        }
-    }
-
-    /// Where metadata may be, in the order asked: RFC 8414's document (for an issuer
-    /// with a path, `/.well-known/oauth-authorization-server` goes between host and path,
-    /// RFC 8414 §3.1), then OpenID Connect Discovery's `{issuer}/.well-known/openid-configuration`.
-    pub fn urls(issuer: &str) -> [String; 2] {
-        let (origin, path) = match issuer.find("://").map(|i| i + 3) {
-            Some(start) => match issuer[start..].find('/') {
-                Some(p) => issuer.split_at(start + p),
-                None => (issuer, ""),
-            },
-            None => (issuer, ""),
-        };
-        [
-            format!("{origin}/.well-known/oauth-authorization-server{path}"),
-            format!("{issuer}/.well-known/openid-configuration"),
-        ]
-    }
-
-    /// Parses and checks metadata: the issuer must be the configured one (RFC 8414 §3.3)
-    /// and S256 must be offered.
-    pub fn parse(resp: &HttpResponse, expected_issuer: &str) -> Result<Metadata, LoopwiseError> {
-        let m: Metadata = parse_json(resp)?;
-        if m.issuer.trim_end_matches('/') != expected_issuer {
-            return Err(LoopwiseError::Malformed(format!(
-                "metadata issuer `{}` is not the configured issuer `{expected_issuer}`",
-                m.issuer
-            )));
-        }
-        if !m
-            .code_challenge_methods_supported
-            .iter()
-            .any(|c| c == "S256")
-        {
-            return Err(LoopwiseError::Malformed(
-                "metadata does not offer PKCE S256".into(),
-            ));
-        }
-        Ok(m)
-    }
-
-    /// Loopwise documents userinfo at a fixed path even when metadata omits it.
-    pub fn userinfo_url(&self) -> String {
-        self.userinfo_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("{}/api/oauth/userinfo", self.issuer.trim_end_matches('/')))
-    }
-}
-
-/// A token endpoint answer (RFC 6749 §5.1, as Loopwise sends it); extra fields are ignored.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-pub struct TokenSet {
-    pub access_token: String,
-    pub token_type: String,
-    #[serde(default)]
-    pub expires_in: Option<u64>,
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// OpenID Connect: who signed in, signed by the provider (never logged).
-    #[serde(default)]
-    pub id_token: Option<String>,
-}
-
-impl std::fmt::Debug for TokenSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSet")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .field("scope", &self.scope)
-            .field("id_token", &self.id_token.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(resp: &HttpResponse) -> Result<T, LoopwiseError> {
-    if resp.status == 429 || resp.status >= 500 {
-        return Err(LoopwiseError::Unavailable(resp.status));
-    }
-    if !(200..300).contains(&resp.status) {
-        return Err(match serde_json::from_slice::<ErrorBody>(&resp.body) {
-            Ok(e) => LoopwiseError::Refused {
-                code: e.error,
-                description: e.error_description.unwrap_or_default(),
-            },
-            Err(_) if resp.status == 401 => LoopwiseError::Refused {
-                code: "invalid_token".into(),
-                description: String::new(),
-            },
-            Err(_) => LoopwiseError::Malformed(format!(
-                "HTTP {} without an OAuth error body",
-                resp.status
-            )),
-        });
-    }
-    serde_json::from_slice(&resp.body)
-        .map_err(|e| LoopwiseError::Malformed(format!("invalid JSON: {e}")))
-}
-
-/// Parses a token response; a non-Bearer token type is refused.
-pub fn parse_token(resp: &HttpResponse) -> Result<TokenSet, LoopwiseError> {
-    let t: TokenSet = parse_json(resp)?;
-    if !t.token_type.eq_ignore_ascii_case("bearer") {
-        return Err(LoopwiseError::Malformed(format!(
-            "token_type `{}` is not Bearer",
-            t.token_type
-        )));
-    }
-    if t.access_token.is_empty() {
-        return Err(LoopwiseError::Malformed("empty access_token".into()));
-    }
-    Ok(t)
-}
-
-/// Parses a userinfo answer. Every 4xx but 429 is `Refused` (RFC 6750 §3.1: 400, 401
-/// and 403 are how a resource server rejects a token; a 404 or 414 for this token will
-/// not change either), so callers treat it as a bad token rather than an outage.
-pub fn parse_userinfo(resp: &HttpResponse, names: &ClaimNames) -> Result<Identity, LoopwiseError> {
-    if (400..500).contains(&resp.status) && resp.status != 429 {
-        let (code, description) = match serde_json::from_slice::<ErrorBody>(&resp.body) {
-            Ok(e) => (e.error, e.error_description.unwrap_or_default()),
-            Err(_) => (
-                "invalid_token".to_string(),
-                format!("userinfo answered HTTP {}", resp.status),
-            ),
-        };
-        return Err(LoopwiseError::Refused { code, description });
-    }
-    let u: serde_json::Map<String, serde_json::Value> = parse_json(resp)?;
-    let id = names.identity(&u);
-    if id.sub.is_empty() {
-        return Err(LoopwiseError::Malformed("userinfo without sub".into()));
-    }
-    Ok(id)
-}
 
 /// What discovery and registration yield: the endpoints and the client id.
 #[derive(Debug, Clone)]
@@ -668,24 +457,6 @@ pub enum IdTokenFailure {
     Loopwise(#[from] LoopwiseError),
     #[error(transparent)]
     Invalid(#[from] IdTokenError),
-}
-
-/// Fetches and checks the issuer's metadata: RFC 8414's document first, then OpenID
-/// Connect's when the first is not there (a 4xx answer).
-pub async fn discover(http: &dyn HttpClient, issuer: &str) -> Result<Metadata, LoopwiseError> {
-    let [rfc8414, oidc] = Metadata::urls(issuer);
-    let resp = http
-        .execute(HttpRequest::get(rfc8414))
-        .await
-        .map_err(|e| LoopwiseError::Unreachable(e.0))?;
-    if (400..500).contains(&resp.status) && resp.status != 429 {
-        let resp = http
-            .execute(HttpRequest::get(oidc))
-            .await
-            .map_err(|e| LoopwiseError::Unreachable(e.0))?;
-        return Metadata::parse(&resp, issuer);
-    }
-    Metadata::parse(&resp, issuer)
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{LoopwiseError, Metadata};
+use super::error::LoopwiseError;
 use super::http::{HttpClient, HttpRequest};
+use super::metadata::Metadata;
 
 /// What is persisted in `loopwise.registration_file`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
