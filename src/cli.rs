@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::emulator::{ClientSpec, Emulator, EmulatorConfig};
+use crate::emulator::{ClientSpec, Emulator, EmulatorConfig, SchoolSpec};
 
 /// `EX_USAGE` from sysexits.h: bad flags or configuration.
 pub const EXIT_USAGE: u8 = 64;
@@ -43,7 +43,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the Loopwise emulator: a strict local stand-in for a Loopwise school.
     #[command(
-        after_help = "Examples:\n  loopgate emulator --listen 127.0.0.1:8081\n  loopgate emulator --client app=http://127.0.0.1:8080/oauth2/callback --auto-approve --auto-user grace\n  loopgate emulator --access-token-ttl 30s --client app:s3cret=https://gw.example/oauth2/callback"
+        after_help = "Examples:\n  loopgate emulator --listen 127.0.0.1:8081\n  loopgate emulator --client app=http://127.0.0.1:8080/oauth2/callback --auto-approve --auto-user grace\n  loopgate emulator --access-token-ttl 30s --client app:s3cret=https://gw.example/oauth2/callback\n  loopgate emulator --school north=http://127.0.0.1:8082 --school south=http://127.0.0.1:8083 --openid --client app=http://127.0.0.1:8080/oauth2/callback"
     )]
     Emulator(EmulatorArgs),
     /// List or end a user's sessions on every replica, through the running gateway's admin
@@ -130,6 +130,14 @@ pub struct EmulatorArgs {
     /// Issuer URL to advertise (default: http://<listen address>).
     #[arg(long)]
     pub issuer: Option<String>,
+    /// Serve several schools instead of one: NAME=ISSUER (repeatable), each on the
+    /// issuer's address with its own users' grants, clients and school id.
+    #[arg(long = "school", value_parser = parse_school, conflicts_with_all = ["listen", "issuer"])]
+    pub schools: Vec<SchoolSpec>,
+    /// Speak OpenID Connect too: an ES256 id_token when `openid` is granted, a JWKS and
+    /// /.well-known/openid-configuration.
+    #[arg(long)]
+    pub openid: bool,
     /// Access-token lifetime, e.g. 7200s, 2h, 5s.
     #[arg(long, default_value = "7200s", value_parser = parse_duration)]
     pub access_token_ttl: Duration,
@@ -156,6 +164,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_client(s: &str) -> Result<ClientSpec, String> {
     s.parse::<ClientSpec>().map_err(|e| e.to_string())
+}
+
+fn parse_school(s: &str) -> Result<SchoolSpec, String> {
+    s.parse::<SchoolSpec>().map_err(|e| e.to_string())
 }
 
 /// Runs the parsed command to completion and returns the process exit code.
@@ -405,7 +417,7 @@ async fn run_demo(args: DemoArgs) -> ExitCode {
 }
 
 async fn run_emulator(args: EmulatorArgs) -> ExitCode {
-    let config = EmulatorConfig {
+    let base = EmulatorConfig {
         listen: args.listen,
         issuer: args.issuer,
         access_token_ttl: args.access_token_ttl,
@@ -414,25 +426,52 @@ async fn run_emulator(args: EmulatorArgs) -> ExitCode {
         clients: args.clients,
         auto_approve: args.auto_approve,
         auto_user: args.auto_user,
+        openid: args.openid,
         ..EmulatorConfig::default()
     };
-    let clients: Vec<String> = config.clients.iter().map(|c| c.id.clone()).collect();
-    let handle = match Emulator::start(config).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("loopgate emulator: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    // One school by default; with --school, one per NAME=ISSUER, told apart by school id.
+    let configs: Vec<(String, EmulatorConfig)> = if args.schools.is_empty() {
+        vec![(base.school_subdomain.clone(), base)]
+    } else {
+        args.schools
+            .iter()
+            .zip(0u64..)
+            .map(|(school, i)| {
+                let config = EmulatorConfig {
+                    listen: school.listen,
+                    issuer: Some(school.issuer.clone()),
+                    school_subdomain: school.name.clone(),
+                    school_id: base.school_id + i,
+                    ..base.clone()
+                };
+                (school.name.clone(), config)
+            })
+            .collect()
     };
-    tracing::info!(url = %handle.url(), listen = %handle.addr(), clients = ?clients, "Loopwise emulator ready");
-    println!(
-        "Loopwise emulator listening on {} (issuer {})",
-        handle.addr(),
-        handle.url()
-    );
+    let mut handles = Vec::new();
+    for (name, config) in configs {
+        let clients: Vec<String> = config.clients.iter().map(|c| c.id.clone()).collect();
+        let openid = config.openid;
+        let handle = match Emulator::start(config).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("loopgate emulator: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        tracing::info!(school = %name, url = %handle.url(), listen = %handle.addr(), clients = ?clients, openid, "Loopwise emulator ready");
+        println!(
+            "Loopwise emulator listening on {} (issuer {}, school {name})",
+            handle.addr(),
+            handle.url()
+        );
+        handles.push(handle);
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
-    handle.shutdown().await;
+    for handle in handles {
+        handle.shutdown().await;
+    }
     ExitCode::SUCCESS
 }
 

@@ -79,6 +79,100 @@ async fn emulator_subcommand_serves_metadata_on_the_printed_address() {
     assert_eq!(m["token_endpoint"], "http://school.test/api/oauth/token");
 }
 
+/// `--school NAME=ISSUER` twice: two schools in one process, each on its issuer's address
+/// with its own school id; `--openid` adds the OpenID Connect documents to each.
+#[tokio::test]
+async fn emulator_serves_several_schools_each_on_its_issuers_address() {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let issuers: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let mut child = Command::new(BIN)
+        .args([
+            "emulator",
+            "--school",
+            &format!("north={}", issuers[0]),
+            "--school",
+            &format!("south={}/", issuers[1]),
+            "--openid",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut banners = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        banners.push(line);
+    }
+    let mut docs = Vec::new();
+    for issuer in &issuers {
+        let m: serde_json::Value =
+            reqwest::get(format!("{issuer}/.well-known/openid-configuration"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let keys: serde_json::Value = reqwest::get(m["jwks_uri"].as_str().unwrap())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        docs.push((m, keys));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(banners[0].contains("school north"), "{banners:?}");
+    assert!(
+        banners[1].contains(&format!("issuer {}, school south", issuers[1])),
+        "{banners:?}"
+    );
+    for ((m, keys), issuer) in docs.iter().zip(&issuers) {
+        assert_eq!(&m["issuer"], issuer.as_str());
+        assert_eq!(keys["keys"][0]["kty"], "EC");
+    }
+    assert_ne!(
+        docs[0].1["keys"][0]["x"], docs[1].1["keys"][0]["x"],
+        "each school signs with its own key"
+    );
+
+    let out = Command::new(BIN)
+        .args(["emulator", "--school", "north=http://school.example:80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses the value");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--school") && err.contains("IP address"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "emulator",
+            "--school",
+            "north=http://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
 #[test]
 fn check_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/loopgate.example.toml");

@@ -406,3 +406,61 @@ async fn a_reload_adds_a_school_and_removing_it_ends_its_sessions_here() {
     assert_eq!(info["loopwise"], "north");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A school that speaks OpenID Connect (the emulator's `--openid`): the gateway sends a
+/// nonce, verifies the ES256 `id_token` with the school's JWKS, and the user's identity
+/// reaches the app (roles merged from userinfo, which only the Loopwise dialect has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_school_speaking_openid_connect_signs_in_with_its_id_token() {
+    let north = emulator_with(|e| {
+        e.jwt_secret = Some("north-jwt-secret-of-reasonable-length".into());
+        e.openid = true;
+    })
+    .await;
+    let echo = echo_upstream().await;
+    let (port, admin_port) = (free_port(), free_port());
+    register(&north, port);
+    let text = toml(port, admin_port, north.url(), None, &echo.addr.to_string()).replace(
+        r#"scopes = ["read", "courses:read"]"#,
+        r#"scopes = ["openid", "email", "profile", "read"]"#,
+    );
+    let cfg = loopgate::config::parse(&text, std::path::Path::new("."), &|_| None).unwrap();
+    let _gw = loopgate::server::GatewayHandle::start(cfg).await.unwrap();
+    let mut b = Browser::new(&format!("http://127.0.0.1:{port}"));
+    b.login("/north/page", north.url(), "grace").await;
+    let stats = north.stats();
+    assert_eq!(stats.event("id_token_issued"), 1, "{stats:?}");
+    assert_eq!(
+        stats.endpoint("jwks"),
+        1,
+        "the id_token was verified with the school's keys: {stats:?}"
+    );
+    let echo = b.navigate("/north/page").await.json();
+    assert_eq!(echoed(&echo, "x-loopwise-user"), Some("grace"));
+    assert_eq!(
+        echoed(&echo, "x-loopwise-email"),
+        Some("grace@demo.loopwise.test")
+    );
+    assert_eq!(echoed(&echo, "x-loopwise-name"), Some("Grace Hopper"));
+    assert_eq!(echoed(&echo, "x-loopwise-roles"), Some("teacher"));
+    // The discovery documents agree, and a Loopwise-only school has neither.
+    let oidc: Value = http()
+        .get(format!("{}/.well-known/openid-configuration", north.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc["issuer"], north.url());
+    assert_eq!(oidc["id_token_signing_alg_values_supported"][0], "ES256");
+    let plain = school("plain-jwt-secret-of-reasonable-length").await;
+    for path in ["/.well-known/openid-configuration", "/oauth/discovery/keys"] {
+        let r = http()
+            .get(format!("{}{path}", plain.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}

@@ -79,6 +79,11 @@ type S = State<Arc<Shared>>;
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/oauth/discovery/keys", get(jwks))
         .route("/api/oauth/register", post(register))
         .route("/oauth/authorize", get(authorize))
         .route("/oauth/authorize/login", post(login))
@@ -127,8 +132,33 @@ async fn method_not_allowed() -> Response {
 
 async fn metadata(State(sh): S) -> Response {
     sh.counters.endpoint("metadata");
-    let issuer = sh.store().settings().issuer.clone();
-    Json(json!({
+    Json(metadata_document(&sh)).into_response()
+}
+
+/// OpenID Connect Discovery: the same document, served only when `--openid` is on.
+async fn openid_configuration(State(sh): S) -> Response {
+    if sh.store().settings().openid.is_none() {
+        return not_found().await;
+    }
+    sh.counters.endpoint("openid_configuration");
+    Json(metadata_document(&sh)).into_response()
+}
+
+/// The ID-token keys (`jwks_uri`), only when `--openid` is on.
+async fn jwks(State(sh): S) -> Response {
+    let Some(key) = sh.store().settings().openid.clone() else {
+        return not_found().await;
+    };
+    sh.counters.endpoint("jwks");
+    Json(key.jwks()).into_response()
+}
+
+/// RFC 8414 metadata, with OpenID Connect Discovery's members when `--openid` is on.
+fn metadata_document(sh: &Shared) -> serde_json::Value {
+    let store = sh.store();
+    let settings = store.settings();
+    let issuer = &settings.issuer;
+    let mut doc = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "token_endpoint": format!("{issuer}/api/oauth/token"),
@@ -141,8 +171,25 @@ async fn metadata(State(sh): S) -> Response {
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post"],
-    }))
-    .into_response()
+    });
+    if settings.openid.is_some() {
+        doc["jwks_uri"] = json!(format!("{issuer}/oauth/discovery/keys"));
+        doc["subject_types_supported"] = json!(["public"]);
+        doc["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+        doc["claims_supported"] = json!([
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "name",
+            "email",
+            "email_verified"
+        ]);
+    }
+    doc
 }
 
 async fn read_body(body: Body) -> Result<Bytes, OAuthError> {
@@ -427,6 +474,8 @@ async fn token(State(sh): S, headers: HeaderMap, body: Body) -> Response {
         Ok((resp, fx)) => {
             sh.effects(fx);
             sh.counters.grant(grant, "ok");
+            sh.counters
+                .event("id_token_issued", u64::from(resp.id_token.is_some()));
             let mut r = Json(resp).into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -30,7 +30,7 @@ pub use store::{AccessClaims, TokenResponse};
 pub use users::{DemoUser, DEFAULT_AUTO_USER, USERS};
 
 use http::{Clock, Shared};
-use store::{Client, Settings, Store};
+use store::{Client, Settings, SigningKey, Store};
 
 /// A pre-registered client, written `ID[:SECRET]=REDIRECT_URI` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +68,57 @@ impl FromStr for ClientSpec {
     }
 }
 
+/// One of several emulated schools, written `NAME=ISSUER` on the command line
+/// (`--school north=http://127.0.0.1:8082`): it listens on the issuer's address and
+/// serves its endpoints at the root, so the issuer has no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchoolSpec {
+    /// The school's subdomain in token responses (`school_subdomain`).
+    pub name: String,
+    pub issuer: String,
+    pub listen: SocketAddr,
+}
+
+impl FromStr for SchoolSpec {
+    type Err = EmulatorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| EmulatorError::SchoolSpec(format!("`{s}`: {why}"));
+        let (name, issuer) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=ISSUER"))?;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(bad("the name must be letters, digits, `-` or `_`"));
+        }
+        let issuer =
+            normalize_issuer(issuer).map_err(|_| bad("the issuer is not an http(s) URL"))?;
+        let u = url::Url::parse(&issuer).map_err(|_| bad("the issuer is not an http(s) URL"))?;
+        if u.path() != "/" {
+            return Err(bad(
+                "the issuer must not have a path (endpoints are served at the root)",
+            ));
+        }
+        let port = u
+            .port_or_known_default()
+            .ok_or_else(|| bad("the issuer has no port"))?;
+        let ip = match u.host() {
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+            Some(url::Host::Domain("localhost")) => std::net::IpAddr::from([127, 0, 0, 1]),
+            _ => return Err(bad("the issuer's host must be an IP address or localhost (it is where the school listens)")),
+        };
+        Ok(SchoolSpec {
+            name: name.to_string(),
+            issuer,
+            listen: SocketAddr::new(ip, port),
+        })
+    }
+}
+
 /// Everything `loopgate emulator` can be told.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
@@ -88,6 +139,10 @@ pub struct EmulatorConfig {
     /// as large as those of servers whose tokens carry many groups or roles: the
     /// benchmark's chunked session cookie.
     pub access_token_padding: usize,
+    /// Speak OpenID Connect too: an ES256 `id_token` on code exchanges granted `openid`, a
+    /// JWKS and `/.well-known/openid-configuration`. (Newer Loopwise schools grant
+    /// `openid`/`profile`/`email` either way; without this they issue no ID token.)
+    pub openid: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -104,6 +159,7 @@ impl Default for EmulatorConfig {
             school_id: 4242,
             school_subdomain: "demo".into(),
             access_token_padding: 0,
+            openid: false,
         }
     }
 }
@@ -112,6 +168,8 @@ impl Default for EmulatorConfig {
 pub enum EmulatorError {
     #[error("--client: {0}")]
     ClientSpec(String),
+    #[error("--school: {0}")]
+    SchoolSpec(String),
     #[error("--issuer: `{0}` must be an absolute http(s) URL without query or fragment")]
     Issuer(String),
     #[error("--auto-user: no demo user `{0}` (known: ada, grace, alan)")]
@@ -171,6 +229,7 @@ impl Emulator {
             school_id: config.school_id,
             school_subdomain: config.school_subdomain.clone(),
             access_token_padding: config.access_token_padding,
+            openid: config.openid.then(|| Arc::new(SigningKey::generate())),
         });
         for c in &config.clients {
             store.add_client(Client::preregistered(
@@ -311,6 +370,26 @@ mod tests {
         assert!("=http://a/cb".parse::<ClientSpec>().is_err());
         assert!("app=/cb".parse::<ClientSpec>().is_err());
         assert!("app=http://a/cb#f".parse::<ClientSpec>().is_err());
+    }
+
+    #[test]
+    fn school_specs_name_a_listen_address() {
+        let s: SchoolSpec = "north=http://127.0.0.1:8082/".parse().unwrap();
+        assert_eq!(s.name, "north");
+        assert_eq!(s.issuer, "http://127.0.0.1:8082");
+        assert_eq!(s.listen, "127.0.0.1:8082".parse().unwrap());
+        let s: SchoolSpec = "south_2=http://localhost:9000".parse().unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        for bad in [
+            "north",
+            "=http://127.0.0.1:1",
+            "no rth=http://127.0.0.1:1",
+            "north=127.0.0.1:1",
+            "north=http://127.0.0.1:1/realm",
+            "north=http://school.example:1",
+        ] {
+            assert!(bad.parse::<SchoolSpec>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -88,6 +88,7 @@ mod tests {
             scopes: vec!["read".into()],
             state: None,
             code_challenge: "c".into(),
+            nonce: None,
             csrf: "t".into(),
             user: None,
             created_at: 0,

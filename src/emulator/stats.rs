@@ -10,13 +10,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Requests per endpoint (`metadata`, `register`, `authorize`, `login`, `consent`,
-    /// `token`, `revoke`, `userinfo`, `api_me`, `api_courses`).
+    /// `token`, `revoke`, `userinfo`, `api_me`, `api_courses`, and with `--openid`
+    /// `openid_configuration`, `jwks`).
     pub endpoints: BTreeMap<String, u64>,
     /// Token requests per grant type, then per outcome (`ok` or an error code).
     pub grants: BTreeMap<String, BTreeMap<String, u64>>,
     /// Error responses per RFC 6749 error code, across all endpoints.
     pub errors: BTreeMap<String, u64>,
-    /// Events: `code_issued`, `family_revoked`, `token_revoked`, `client_registered`.
+    /// Events: `code_issued`, `id_token_issued`, `family_revoked`, `token_revoked`,
+    /// `client_registered`.
     pub events: BTreeMap<String, u64>,
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct AuthzRequest {
     pub scopes: Vec<String>,
     pub state: Option<String>,
     pub code_challenge: String,
+    /// OpenID Connect's `nonce`, returned in the ID token.
+    pub nonce: Option<String>,
     /// Bound to the browser by a cookie and echoed by the forms (CSRF protection).
     pub csrf: String,
     pub user: Option<String>,
@@ -40,6 +42,7 @@ pub(super) struct CodeRecord {
     pub(super) redirect_uri: String,
     pub(super) scopes: Vec<String>,
     pub(super) challenge: String,
+    pub(super) nonce: Option<String>,
     pub(super) sub: String,
     pub(super) issued_at: u64,
     pub(super) used: bool,
@@ -120,6 +123,7 @@ impl Store {
             )));
         }
         let scopes = grant_scopes(params.get("scope"), &client.scopes).map_err(back)?;
+        let nonce = params.get("nonce").map(str::to_string);
         let request = AuthzRequest {
             id: random::token(),
             client_id: client.id.clone(),
@@ -128,6 +132,7 @@ impl Store {
             scopes,
             state,
             code_challenge: challenge.to_string(),
+            nonce,
             csrf: random::token(),
             user: None,
             created_at: now,
@@ -209,6 +214,7 @@ impl Store {
                 redirect_uri: req.redirect_uri.clone(),
                 scopes: req.scopes.clone(),
                 challenge: req.code_challenge.clone(),
+                nonce: req.nonce.clone(),
                 sub: sub.to_string(),
                 issued_at: now,
                 used: false,

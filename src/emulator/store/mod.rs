@@ -5,6 +5,7 @@
 
 mod authorize;
 mod clients;
+mod openid;
 mod tokens;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use authorize::CodeRecord;
 pub(super) use authorize::{AuthorizeError, AuthzRequest};
 pub(super) use clients::{grant_scopes, Client, RegistrationRequest};
+pub(crate) use openid::SigningKey;
 pub(crate) use tokens::TokenInfo;
 pub use tokens::{AccessClaims, TokenResponse};
 use tokens::{AccessRecord, Family, RefreshRecord};
@@ -30,6 +32,8 @@ pub(super) struct Settings {
     pub school_subdomain: String,
     /// Bytes of the `padding` claim in access tokens (0: no such claim).
     pub access_token_padding: usize,
+    /// OpenID Connect on (`--openid`): the ID-token key; `None` is the Loopwise dialect only.
+    pub openid: Option<std::sync::Arc<SigningKey>>,
 }
 
 /// Things that happened inside an operation, for the stats.

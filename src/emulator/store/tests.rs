@@ -6,6 +6,10 @@ use crate::oauth::pkce;
 const REDIRECT: &str = "http://127.0.0.1:8080/oauth2/callback";
 
 fn store() -> Store {
+    store_with(None)
+}
+
+fn store_with(openid: Option<std::sync::Arc<SigningKey>>) -> Store {
     let mut s = Store::new(Settings {
         issuer: "http://lw.test".into(),
         jwt_secret: b"secret-secret-secret-secret-1234".to_vec(),
@@ -14,6 +18,7 @@ fn store() -> Store {
         school_id: 7,
         school_subdomain: "demo".into(),
         access_token_padding: 0,
+        openid,
     });
     s.add_client(Client::preregistered("app", None, REDIRECT));
     s
@@ -262,4 +267,42 @@ fn access_token_padding_adds_a_claim_of_that_size_and_stays_valid() {
         s.authenticate_bearer(&padded, 1002).unwrap().user.sub,
         "grace"
     );
+}
+
+#[test]
+fn openid_adds_an_id_token_the_gateway_verifies_with_the_jwks() {
+    use crate::oauth::id_token::{verify, Expected};
+    let key = std::sync::Arc::new(SigningKey::generate());
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(key.jwks()).unwrap();
+    let mut s = store_with(Some(key));
+    let code = authorize(
+        &mut s,
+        V,
+        &[("scope", "openid email read"), ("nonce", "n-123")],
+    );
+    let t = exchange(&mut s, &code, V, 1001).unwrap();
+    let id = t.id_token.expect("openid granted: an id_token");
+    let expected = |nonce| Expected {
+        issuer: "http://lw.test",
+        client_id: "app",
+        nonce,
+        now: 1002,
+    };
+    let claims = verify(&id, Some(&jwks), None, &expected("n-123")).unwrap();
+    assert_eq!(claims["sub"], "grace");
+    assert_eq!(claims["email"], "grace@demo.loopwise.test");
+    assert!(claims.get("name").is_none(), "profile was not granted");
+    assert_eq!(claims["auth_time"], 1000);
+    assert!(verify(&id, Some(&jwks), None, &expected("other")).is_err());
+    let other: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(SigningKey::generate().jwks()).unwrap();
+    assert!(verify(&id, Some(&other), None, &expected("n-123")).is_err());
+    // A refresh carries no id_token; nor does a code exchange without `openid`.
+    let r = s
+        .refresh("app", &params(&[("refresh_token", &t.refresh_token)]), 1003)
+        .unwrap()
+        .0;
+    assert!(r.id_token.is_none());
+    let code = authorize(&mut s, V, &[("scope", "read")]);
+    assert!(exchange(&mut s, &code, V, 1004).unwrap().id_token.is_none());
 }

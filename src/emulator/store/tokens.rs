@@ -4,6 +4,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::openid::IdTokenFor;
 use super::{Effects, Store};
 use crate::emulator::error::{ErrorCode, OAuthError};
 use crate::emulator::params::Params;
@@ -43,6 +44,9 @@ pub struct TokenResponse {
     pub created_at: u64,
     pub school_id: u64,
     pub school_subdomain: String,
+    /// OpenID Connect (`--openid` and the `openid` scope granted), code exchanges only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Claims of the HS256 access token.
@@ -127,6 +131,7 @@ impl Store {
             )));
         }
         let (sub, scopes) = (record.sub.clone(), record.scopes.clone());
+        let (nonce, auth_time) = (record.nonce.clone(), record.issued_at);
         let family = self.next_family;
         self.next_family += 1;
         if let Some(r) = self.codes.get_mut(code) {
@@ -141,7 +146,27 @@ impl Store {
                 revoked: false,
             },
         );
-        let resp = self.mint(family, &scopes, now).map_err(no)?;
+        let mut resp = self.mint(family, &scopes, now).map_err(no)?;
+        if let (Some(key), true) = (&self.settings.openid, scopes.iter().any(|s| s == "openid")) {
+            let user = users::find(&self.families[&family].sub).ok_or_else(|| {
+                no(OAuthError::invalid_grant(
+                    "the code's user no longer exists",
+                ))
+            })?;
+            resp.id_token = Some(
+                key.id_token(&IdTokenFor {
+                    issuer: &self.settings.issuer,
+                    client_id,
+                    user,
+                    scopes: &scopes,
+                    nonce: nonce.as_deref(),
+                    auth_time,
+                    now,
+                    ttl: self.settings.access_token_ttl,
+                })
+                .map_err(no)?,
+            );
+        }
         Ok((resp, Effects::default()))
     }
 
@@ -249,6 +274,7 @@ impl Store {
             created_at: now,
             school_id: self.settings.school_id,
             school_subdomain: self.settings.school_subdomain.clone(),
+            id_token: None,
         })
     }
 
