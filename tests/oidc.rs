@@ -4,7 +4,7 @@
 //! tokens only with `offline_access` + `prompt=consent`, and a string `roles` claim.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::gw::*;
 use crate::common::http;
@@ -59,9 +59,28 @@ async fn lab(ttl: u64) -> Lab {
 /// A gateway on `port` in front of an echo app, with `op` as its school; `client` is
 /// the client_id line (or a registration_file for a client that registers itself).
 async fn gateway(op: &Op, port: u16, client: &str) -> loopgate::server::GatewayHandle {
-    let echo = echo_upstream().await;
+    let text = gateway_toml(op, port, client, &echo_upstream().await.addr.to_string());
+    start_gateway(&text).await
+}
+
+async fn start_gateway(text: &str) -> loopgate::server::GatewayHandle {
+    let cfg = loopgate::config::parse(text, std::path::Path::new("."), &|name| {
+        (name == "OP_CLIENT_SECRET").then(|| CONFIDENTIAL_SECRET.to_string())
+    })
+    .expect("an issuer with a path is a valid config");
+    loopgate::server::GatewayHandle::start(cfg)
+        .await
+        .expect("the gateway starts against oidc-provider (openid-configuration only)")
+}
+
+/// The secret of the confidential client (`OP_CLIENT_SECRET` in the config's env).
+const CONFIDENTIAL_SECRET: &str = "a-confidential-client-secret-0123456789";
+
+/// The gateway's config: `op` as its school, an echo app at `app`, a login route `/` and
+/// an api route `/api`.
+fn gateway_toml(op: &Op, port: u16, client: &str, app: &str) -> String {
     let admin_port = free_port();
-    let text = format!(
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:{port}"
@@ -92,13 +111,7 @@ upstream = "http://{app}"
 auth = "api"
 "#,
         issuer = op.issuer,
-        app = echo.addr,
-    );
-    let cfg = loopgate::config::parse(&text, std::path::Path::new("."), &|_| None)
-        .expect("an issuer with a path is a valid config");
-    loopgate::server::GatewayHandle::start(cfg)
-        .await
-        .expect("the gateway starts against oidc-provider (openid-configuration only)")
+    )
 }
 
 /// A browser signed in as `user` at the provider.
@@ -466,4 +479,112 @@ async fn a_sign_in_cancelled_at_the_provider_says_the_school_refused() {
     );
     assert_eq!(b.xhr("/page").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(lab.op.stats().await["token"], 0);
+}
+
+/// A confidential client may introspect: the provider's opaque access token then carries
+/// its scopes (from introspection), which `scopes` on api routes check; a session's
+/// scopes come from the token response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confidential_clients_opaque_bearers_carry_their_scopes_from_introspection() {
+    const CONFIDENTIAL: &str = "loopgate-confidential";
+    let port = free_port();
+    let redirect = format!("http://127.0.0.1:{port}/oauth2/callback");
+    let op = Op::start_with(
+        "",
+        json!([{
+            "client_id": CONFIDENTIAL,
+            "client_secret": CONFIDENTIAL_SECRET,
+            "redirect_uris": [redirect],
+            "token_endpoint_auth_method": "client_secret_post",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }]),
+        3600,
+    );
+    let echo = echo_upstream().await;
+    let text = gateway_toml(
+        &op,
+        port,
+        &format!(
+            "client_id = \"{CONFIDENTIAL}\"\nclient_secret = {{ env = \"OP_CLIENT_SECRET\" }}"
+        ),
+        &echo.addr.to_string(),
+    )
+    .replace(
+        r#"scopes = ["openid", "profile", "email", "offline_access"]"#,
+        r#"scopes = ["openid", "profile", "email", "offline_access", "read"]"#,
+    ) + &format!(
+        r#"
+[[routes]]
+name = "page-write"
+path = "/write"
+upstream = "http://{app}"
+scopes = ["write"]
+
+[[routes]]
+name = "page-read"
+path = "/read"
+upstream = "http://{app}"
+scopes = ["read"]
+
+[[routes]]
+name = "api-read"
+path = "/api/read"
+upstream = "http://{app}"
+auth = "api"
+scopes = ["read"]
+
+[[routes]]
+name = "api-write"
+path = "/api/write"
+upstream = "http://{app}"
+auth = "api"
+scopes = ["write"]
+"#,
+        app = echo.addr
+    );
+    let _gw = start_gateway(&text).await;
+    let mut b = signed_in_at(&op, port, "grace").await;
+    let token = bearer(&b.navigate("/page").await.json());
+    // The session's scopes come from the token response.
+    assert_eq!(b.navigate("/read/x").await.status, StatusCode::OK);
+    assert_eq!(b.navigate("/write/x").await.status, StatusCode::FORBIDDEN);
+    assert!(
+        token.split('.').count() != 3,
+        "oidc-provider's access tokens are opaque: {token}"
+    );
+    let call = |path: &'static str, token: String| async move {
+        http()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = call("/api/read/grades", token.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK, "the token has `read`");
+    let echo_body: Value = r.json().await.unwrap();
+    let scope = echoed(&echo_body, "x-loopwise-scope").unwrap_or_default();
+    assert!(
+        scope.split(' ').any(|s| s == "read"),
+        "scopes from introspection: {scope:?}"
+    );
+    assert_eq!(echoed(&echo_body, "x-loopwise-user"), Some("grace"));
+    assert_eq!(
+        echoed(&echo_body, "x-loopwise-roles"),
+        Some("admin,teacher")
+    );
+    let r = call("/api/write/grades", token.clone()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "the token lacks `write`");
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    // The scopes come from the server, not from what the token says of itself: a token
+    // the server does not know has none.
+    assert_eq!(
+        call("/api/read/grades", format!("{token}x")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
