@@ -276,7 +276,7 @@ impl Metrics {
     /// Creates a school's series that alerts use (at 0), so a first failure is a rise;
     /// called for every configured school (the label stays bounded by the config).
     pub fn school_series(&self, school: &str) {
-        for result in ["ok", "invalid_grant", "transient_error"] {
+        for result in ["ok", "invalid_grant", "invalid_client", "transient_error"] {
             self.refresh.with_label_values(&[result, school]);
         }
     }

@@ -3,6 +3,8 @@
 //! (no RFC 8414 document), RFC 9207 `iss` in its callbacks, opaque access tokens, refresh
 //! tokens only with `offline_access` + `prompt=consent`, and a string `roles` claim.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -413,6 +415,113 @@ async fn a_registration_the_provider_forgot_heals_on_the_callback_and_at_start_u
     assert_eq!(b4.navigate("/page").await.status, StatusCode::OK);
     gw.shutdown().await;
     drop(b);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The provider forgets the client while sessions live: the refresh answers
+/// `invalid_client`, the session ends, and the gateway registers again at once, so the
+/// login the user is sent to works (no "sign in again" round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_for_a_forgotten_client_registers_again_before_the_next_login() {
+    let mut op = Op::start_with("", serde_json::json!([]), 120);
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("loopgate-oidc-ref-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("registration.json");
+    let gw = gateway(
+        &op,
+        port,
+        &format!("registration_file = \"{}\"", file.display()),
+    )
+    .await;
+    let client_of = || {
+        let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        v["client_id"].as_str().unwrap().to_string()
+    };
+    let first = client_of();
+    let mut b = signed_in_at(&op, port, "ada").await;
+    op.restart();
+    gw.gateway().shared.clock.advance(90); // inside the refresh window
+    let r = b.navigate("/page").await;
+    assert_eq!(r.status, StatusCode::FOUND, "the session ended: {}", r.body);
+    let healed = client_of();
+    assert_ne!(healed, first, "registered again");
+    assert_eq!(op.stats().await["registration"], 1);
+    assert!(
+        r.location().contains(&format!("client_id={healed}")),
+        "the login goes out with the new client: {}",
+        r.location()
+    );
+    let back = sign_in(
+        &r.location(),
+        "ada",
+        &format!("http://127.0.0.1:{port}/oauth2/callback"),
+    )
+    .await;
+    let u = url::Url::parse(&back).unwrap();
+    let done = b
+        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert_eq!(b.navigate("/page").await.status, StatusCode::OK);
+    let admin = gw.gateway().admin_addr().unwrap();
+    let metrics = http()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "loopgate_refresh_total{result=\"invalid_client\",school=\"default\"} 1",
+        "loopgate_reregistrations_total{result=\"ok\",school=\"default\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    gw.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The provider forgets the client while the gateway runs and nobody refreshes: the next
+/// login would stop on the provider's own error page, which the gateway never sees. The
+/// periodic RFC 7592 check (`registration_check`) notices and registers again first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_forgotten_between_logins_is_noticed_and_made_again() {
+    let mut op = Op::start_with("", serde_json::json!([]), 3600);
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("loopgate-oidc-chk-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("registration.json");
+    let client = format!(
+        "registration_file = \"{}\"\nregistration_check = \"1s\"",
+        file.display()
+    );
+    let gw = gateway(&op, port, &client).await;
+    let client_of = || {
+        let v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        v["client_id"].as_str().unwrap().to_string()
+    };
+    let first = client_of();
+    op.restart();
+    // Wait for the check to register at the new provider (it runs every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while op.stats().await["registration"] == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no registration check within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(client_of(), first);
+    let mut b = signed_in_at(&op, port, "grace").await;
+    assert_eq!(b.navigate("/page").await.status, StatusCode::OK);
+    assert_eq!(
+        op.stats().await["registration"],
+        1,
+        "a client the provider knows is not registered again"
+    );
+    gw.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -99,6 +99,9 @@ pub struct LoopwiseConfig {
     pub scopes: Vec<String>,
     pub registration_file: PathBuf,
     pub client_name: String,
+    /// How often a client that registered itself asks the school whether it still knows
+    /// it (RFC 7592 read), and registers again when it does not; zero: never.
+    pub registration_check: Duration,
     pub timeout: Duration,
     pub ca_file: Option<PathBuf>,
     /// HS256 secret for validating Bearer tokens locally (no call to Loopwise).

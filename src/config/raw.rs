@@ -95,6 +95,7 @@ pub(super) struct RawLoopwise {
     pub scopes: Option<Vec<String>>,
     pub registration_file: Option<String>,
     pub client_name: Option<String>,
+    pub registration_check: Option<String>,
     pub timeout: Option<String>,
     pub ca_file: Option<String>,
     pub allow_http: Option<bool>,

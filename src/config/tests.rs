@@ -749,3 +749,21 @@ fn an_openid_school_may_have_a_path_claims_and_authorize_params() {
     let e = errors_of(&text.replace("roles = \"groups\"", "roles = \"\""));
     assert!(has(&e, "loopwise.claims.roles", "claim name"), "{e:?}");
 }
+
+#[test]
+fn registration_check_defaults_to_five_minutes_and_zero_turns_it_off() {
+    let c = parse_str(MINIMAL).unwrap();
+    assert_eq!(c.schools[0].registration_check, Duration::from_secs(300));
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "client_id = \"abc123\"",
+            &format!("client_id = \"abc123\"\nregistration_check = \"{v}\""),
+        )
+    };
+    assert_eq!(
+        parse_str(&with("0s")).unwrap().schools[0].registration_check,
+        Duration::ZERO
+    );
+    let e = parse_str(&with("often")).unwrap_err();
+    assert!(e.to_string().contains("loopwise.registration_check"), "{e}");
+}

@@ -2,6 +2,7 @@
 //! exchanges the code, asks who the user is and stores the session. Every way it can
 //! fail is a [`LoginFailure`], which gives the page, the status and the metrics label.
 
+use super::heal::Healed;
 use super::{Gateway, RequestView};
 use crate::gateway::reply::Reply;
 use crate::html::escape;
@@ -366,34 +367,13 @@ async fn complete(
 }
 
 /// The token endpoint says it does not know the client: a dynamically registered client
-/// registers again (once, logged and counted); a configured one is a refusal.
+/// registers again and the user signs in again; a configured one is a refusal.
 async fn heal(gw: &Gateway, school: &crate::oauth::School, now: u64) -> LoginFailure {
-    let count = |result: &str| {
-        gw.shared
-            .metrics
-            .reregistrations
-            .with_label_values(&[&school.id, result])
-            .inc()
-    };
-    match school.client.reregister(now).await {
-        Ok(Some(client_id)) => {
-            count("ok");
-            tracing::warn!(school = %school.id, %client_id, "the school answered invalid_client: registered again; the user signs in again");
-            LoginFailure::Reregistered
-        }
-        Ok(None) => {
-            tracing::warn!(school = %school.id, "the school refused the client (invalid_client)");
-            LoginFailure::Refused {
-                code: "invalid_client".into(),
-            }
-        }
-        Err(e) => {
-            count("error");
-            tracing::error!(school = %school.id, error = %e, "the school answered invalid_client and registering again failed");
-            LoginFailure::Refused {
-                code: "invalid_client".into(),
-            }
-        }
+    match super::heal::reregister(gw, school, now).await {
+        Healed::Registered => LoginFailure::Reregistered,
+        Healed::NotRegistered | Healed::Failed => LoginFailure::Refused {
+            code: "invalid_client".into(),
+        },
     }
 }
 

@@ -9,6 +9,7 @@ mod callback;
 mod clock;
 mod denial;
 mod endpoints;
+mod heal;
 pub(crate) mod identity;
 mod login;
 mod operator;
@@ -313,6 +314,7 @@ fn outcome_name(o: &RefreshOutcome) -> &'static str {
     match o {
         RefreshOutcome::Refreshed(_) => "ok",
         RefreshOutcome::Ended => "invalid_grant",
+        RefreshOutcome::ClientUnknown => "invalid_client",
         RefreshOutcome::Unavailable { .. } => "transient_error",
     }
 }

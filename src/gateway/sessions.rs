@@ -153,6 +153,15 @@ impl Gateway {
                         clear: self.clear_session_cookies(school_name, headers),
                     }
                 }
+                RefreshOutcome::ClientUnknown => {
+                    // So that the login this user is sent to works at once.
+                    if attempt.performed {
+                        let _ = super::heal::reregister(self, school, now).await;
+                    }
+                    return SessionAuth::Ended {
+                        clear: self.clear_session_cookies(school_name, headers),
+                    };
+                }
                 RefreshOutcome::Unavailable { .. } => break,
             }
         }

@@ -171,6 +171,26 @@ impl LoopwiseClient {
         Ok(Some(reg.client_id))
     }
 
+    /// Whether the school says it forgot this client's registration (RFC 7592 read of the
+    /// stored one). `false` for a configured client, one without management credentials,
+    /// or a school that cannot be asked: only a clear "unknown" counts.
+    pub async fn registration_forgotten(&self) -> bool {
+        let (Some(spec), Ok(r)) = (&self.registration, self.ready()) else {
+            return false;
+        };
+        let Some(stored) =
+            super::registration::load(&spec.file, &r.metadata.issuer, &self.redirect_uri)
+        else {
+            return false;
+        };
+        !super::registration::still_known(self.http.as_ref(), &stored).await
+    }
+
+    /// Whether this client registered itself (and so can register again).
+    pub fn is_registered_dynamically(&self) -> bool {
+        self.registration.is_some()
+    }
+
     /// The same client reading identity from `claims` and sending `authorize_params`.
     pub fn with_options(
         mut self,

@@ -84,7 +84,7 @@ struct Registered {
 /// Whether the server still knows a stored registration (RFC 7592 read). `true` when it
 /// cannot tell (no management URI, or the server unreachable): only a clear "unknown"
 /// (401, 403, 404) means it forgot.
-async fn still_known(http: &dyn HttpClient, r: &Registration) -> bool {
+pub async fn still_known(http: &dyn HttpClient, r: &Registration) -> bool {
     let (Some(uri), Some(token)) = (&r.registration_client_uri, &r.registration_access_token)
     else {
         return true;

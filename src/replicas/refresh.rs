@@ -188,7 +188,8 @@ impl RedisRefresher {
         };
         let (stored, ttl) = match &outcome {
             RefreshOutcome::Refreshed(s) => (Stored::Refreshed { s: s.clone() }, self.grace),
-            RefreshOutcome::Ended => (Stored::Ended, self.grace),
+            // Only the replica that was told re-registers; the others just end the session.
+            RefreshOutcome::Ended | RefreshOutcome::ClientUnknown => (Stored::Ended, self.grace),
             RefreshOutcome::Unavailable { backoff } => (
                 Stored::Unavailable {
                     ms: backoff.as_millis() as u64,

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
@@ -175,8 +176,8 @@ pub(crate) fn service(live: Arc<Live>, listen: &str) -> Service<AdminApp> {
 }
 
 /// Runs inside pingora: the backend pools of the current config, the retry of Loopwise
-/// discovery when start-up had to go without it, and (for `loopgate run`) reload on
-/// `SIGHUP`.
+/// discovery when start-up had to go without it, the check that schools still know the
+/// clients that registered themselves, and (for `loopgate run`) reload on `SIGHUP`.
 pub(crate) struct PoolsService {
     pub live: Arc<Live>,
     pub reload_on_sighup: bool,
@@ -199,7 +200,22 @@ impl BackgroundService for PoolsService {
         if self.reload_on_sighup {
             tokio::spawn(self.live.clone().reload_on_sighup());
         }
+        tokio::spawn(check_registrations(self.live.clone()));
         // The spawned tasks live on this service's runtime; keep it until shutdown.
         let _ = shutdown.changed().await;
+    }
+}
+
+/// Every `registration_check` (of the current config, so a reload changes it), asks the
+/// schools whether they still know the clients that registered themselves.
+async fn check_registrations(live: Arc<Live>) {
+    loop {
+        let every = live.current().registration_check_every();
+        // With nothing to check, look again later: a reload may add a school.
+        tokio::time::sleep(every.unwrap_or(Duration::from_secs(60))).await;
+        if every.is_some() {
+            let gw = live.current();
+            gw.check_registrations(gw.shared.clock.now()).await;
+        }
     }
 }

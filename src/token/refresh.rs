@@ -42,8 +42,11 @@ pub(crate) fn refresh_threshold(s: &Session, before: Duration) -> u64 {
 pub enum RefreshOutcome {
     /// New tokens (the session with them).
     Refreshed(Box<Session>),
-    /// Loopwise said the grant is dead (`invalid_grant`, `invalid_client`): log in again.
+    /// Loopwise said the grant is dead (`invalid_grant`): log in again.
     Ended,
+    /// Loopwise does not know the client (`invalid_client`, e.g. it forgot a dynamic
+    /// registration): log in again, after the client registers again.
+    ClientUnknown,
     /// Loopwise could not be asked (network, 5xx, garbage). Try again after `backoff`;
     /// meanwhile the current access token is used while it is still valid.
     Unavailable { backoff: Duration },
@@ -174,6 +177,9 @@ impl Refresher {
             Ok(tokens) => {
                 self.failures.invalidate(&session.sid);
                 RefreshOutcome::Refreshed(Box::new(apply(session, tokens, now)))
+            }
+            Err(LoopwiseError::Refused { code, .. }) if code == "invalid_client" => {
+                RefreshOutcome::ClientUnknown
             }
             Err(e) if e.is_fatal() => RefreshOutcome::Ended,
             Err(e) => {
@@ -307,7 +313,8 @@ pub(crate) mod tests {
         use crate::oauth::LoopwiseClient;
 
         /// A token endpoint that counts grants and answers each after `delay`, with
-        /// `invalid_grant` for refresh tokens starting with `dead`.
+        /// `invalid_grant` for refresh tokens starting with `dead` and `invalid_client`
+        /// for those starting with `forgot`.
         pub(crate) struct TokenEndpoint {
             pub(crate) grants: AtomicUsize,
             pub(crate) delay: std::time::Duration,
@@ -326,6 +333,8 @@ pub(crate) mod tests {
                     .map(|(_, v)| v.as_str());
                 let (status, body) = if rt.is_some_and(|t| t.starts_with("dead")) {
                     (400, r#"{"error":"invalid_grant"}"#.to_string())
+                } else if rt.is_some_and(|t| t.starts_with("forgot")) {
+                    (401, r#"{"error":"invalid_client"}"#.to_string())
                 } else {
                     (
                         200,
@@ -402,6 +411,21 @@ pub(crate) mod tests {
         let again = coordinator.refresh(&loopwise, &dead, 1011).await;
         assert!(!again.performed && matches!(again.outcome.as_ref(), RefreshOutcome::Ended));
         assert_eq!(endpoint.grants.load(Ordering::SeqCst), 2);
+        // A client the school forgot: the one that asked is told so (it registers again),
+        // everyone else just sees the session end.
+        let mut forgot = s.clone();
+        forgot.refresh_token = Some(format!("forgot-{}", crate::random::token()));
+        let first = coordinator.refresh(&loopwise, &forgot, 1012).await;
+        assert!(first.performed && matches!(first.outcome.as_ref(), RefreshOutcome::ClientUnknown));
+        let again = coordinator.refresh(&loopwise, &forgot, 1013).await;
+        assert!(
+            !again.performed
+                && matches!(
+                    again.outcome.as_ref(),
+                    RefreshOutcome::Ended | RefreshOutcome::ClientUnknown
+                )
+        );
+        assert_eq!(endpoint.grants.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -199,6 +199,11 @@ impl Validator<'_> {
             )
             .unwrap_or_default();
         let timeout = self.duration(&k("timeout"), raw.timeout.as_deref(), "10s");
+        let registration_check = self.duration_or_zero(
+            &k("registration_check"),
+            raw.registration_check.as_deref(),
+            "5m",
+        );
         let ca_file = self.path(&k("ca_file"), raw.ca_file.as_deref(), true);
         let jwt_secret = self.secret(
             &k("jwt_secret"),
@@ -303,6 +308,7 @@ impl Validator<'_> {
             scopes,
             registration_file,
             client_name: raw.client_name.unwrap_or_else(|| "Loopgate".into()),
+            registration_check,
             timeout,
             ca_file,
             jwt_secret,
