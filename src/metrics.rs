@@ -28,6 +28,8 @@ pub struct Metrics {
     pub token_cache_requests: IntCounterVec,
     pub token_cache_entries: IntGauge,
     pub backend_healthy: IntGaugeVec,
+    /// 1 when the school's metadata is loaded (it can sign users in), per school.
+    pub school_ready: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     /// Downstream connections open now, and those refused over `server.max_connections`.
     pub connections_open: IntGauge,
@@ -123,6 +125,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(backend_healthy.clone()))
             .expect("unique metric");
+        let school_ready = IntGaugeVec::new(
+            Opts::new(
+                "school_ready",
+                "1 when the school's discovery document is loaded and its users can sign in.",
+            ),
+            &["school"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(school_ready.clone()))
+            .expect("unique metric");
         let refresh_coalesced = IntCounter::new(
             "refresh_coalesced_total",
             "Requests that needed a refresh and were served by another request's refresh.",
@@ -207,6 +219,7 @@ impl Metrics {
             ),
             token_cache_entries,
             backend_healthy,
+            school_ready,
             config_reloads: counter(
                 &r,
                 "config_reloads_total",

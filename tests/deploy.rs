@@ -114,6 +114,8 @@ tests:
         values: '1x40'
       - series: 'loopgate_backend_healthy{route="app",backend="10.0.0.2:80",job="loopgate",instance="gw:9090"}'
         values: '0x40'
+      - series: 'loopgate_school_ready{school="north",job="loopgate",instance="gw:9090"}'
+        values: '1x40'
       - series: 'loopgate_refresh_total{result="ok",job="loopgate",instance="gw:9090"}'
         values: '0+60x40'
       - series: 'loopgate_refresh_total{result="invalid_grant",job="loopgate",instance="gw:9090"}'
@@ -141,9 +143,31 @@ tests:
       - {eval_time: 30m, alertname: LoopgateRefreshTransientErrors, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopwiseErrors, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopwiseSlow, exp_alerts: []}
+      - {eval_time: 30m, alertname: LoopgateSchoolNotReady, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopgateConfigReloadFailed, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopgateRedisUnavailable, exp_alerts: []}
       - {eval_time: 30m, alertname: LoopgateRefreshLeaseContention, exp_alerts: []}
+
+  # School south's metadata does not load on either replica; north is fine; a school
+  # down on one replica only is not an alert (the other serves it).
+  - interval: 1m
+    input_series:
+      - series: 'loopgate_school_ready{school="north",job="loopgate",instance="gw:9090"}'
+        values: '1x20'
+      - series: 'loopgate_school_ready{school="south",job="loopgate",instance="gw:9090"}'
+        values: '1 0x19'
+      - series: 'loopgate_school_ready{school="south",job="loopgate",instance="gw2:9090"}'
+        values: '1 0x19'
+      - series: 'loopgate_school_ready{school="east",job="loopgate",instance="gw:9090"}'
+        values: '0x20'
+      - series: 'loopgate_school_ready{school="east",job="loopgate",instance="gw2:9090"}'
+        values: '1x20'
+    alert_rule_test:
+      - {eval_time: 4m, alertname: LoopgateSchoolNotReady, exp_alerts: []}
+      - eval_time: 10m
+        alertname: LoopgateSchoolNotReady
+        exp_alerts:
+          - exp_labels: {severity: critical, school: south}
 
   # Redis stops answering: most commands time out.
   - interval: 1m

@@ -464,3 +464,57 @@ async fn a_school_speaking_openid_connect_signs_in_with_its_id_token() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+/// One school down at start-up: the gateway is ready (the other school signs users in),
+/// `/readyz` and `loopgate_school_ready` say which school is not, and only the down
+/// school's routes answer 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_each_school_and_one_school_down_keeps_the_gateway_ready() {
+    let north = school("north-jwt-secret-of-reasonable-length").await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let echo = echo_upstream().await;
+    let (port, admin_port) = (free_port(), free_port());
+    register(&north, port);
+    let text = toml(
+        port,
+        admin_port,
+        north.url(),
+        Some(&dead),
+        &echo.addr.to_string(),
+    );
+    let cfg = loopgate::config::parse(&text, std::path::Path::new("."), &|_| None).unwrap();
+    let _gw = loopgate::server::GatewayHandle::start(cfg).await.unwrap();
+    let admin = |path: &str| format!("http://127.0.0.1:{admin_port}{path}");
+    let r = http().get(admin("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("loopwise metadata of north: loaded\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("loopwise metadata of south: not loaded ("),
+        "{body}"
+    );
+    let metrics = http()
+        .get(admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "loopgate_school_ready{school=\"north\"} 1",
+        "loopgate_school_ready{school=\"south\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    let mut b = Browser::new(&format!("http://127.0.0.1:{port}"));
+    b.login("/north/page", north.url(), "grace").await;
+    assert_eq!(b.navigate("/north/page").await.status, StatusCode::OK);
+    assert_eq!(
+        b.navigate("/south/page").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

@@ -60,12 +60,35 @@ pub(crate) async fn readiness(generation: &Generation) -> Vec<String> {
     reasons
 }
 
+/// Each school's state for a ready `/readyz`: one line for the only school, as before
+/// schools had names; with several, one per school, so a school that is down while
+/// another keeps the gateway ready is visible.
+fn school_lines(gw: &crate::gateway::Gateway) -> String {
+    if gw.schools.len() == 1 {
+        return "loopwise metadata: loaded\n".to_string();
+    }
+    gw.schools
+        .iter()
+        .map(|s| match s.client.pending_reason() {
+            None => format!("loopwise metadata of {}: loaded\n", s.id),
+            Some(why) => format!("loopwise metadata of {}: not loaded ({why})\n", s.id),
+        })
+        .collect()
+}
+
 /// Sets the gauges that are read rather than counted, then renders everything.
 pub(crate) fn render_metrics(generation: &Generation) -> String {
     let gw = &generation.gateway;
     let m = &gw.shared.metrics;
     m.token_cache_entries
         .set(gw.token_cache().entry_count() as i64);
+    // Only the schools of the current config (a reload may have removed one).
+    m.school_ready.reset();
+    for school in gw.schools.iter() {
+        m.school_ready
+            .with_label_values(&[school.id.as_str()])
+            .set(i64::from(school.client.pending_reason().is_none()));
+    }
     for route in gw.routes.iter() {
         let backends = generation.pools.of(route).map(|p| p.backends());
         for (addr, healthy) in backends.unwrap_or_default() {
@@ -117,7 +140,10 @@ impl AdminApp {
                 if reasons.is_empty() {
                     AdminReply::text(
                         StatusCode::OK,
-                        "ready\nloopwise metadata: loaded\nsession store: reachable\n",
+                        format!(
+                            "ready\n{}session store: reachable\n",
+                            school_lines(&generation.gateway)
+                        ),
                     )
                 } else {
                     AdminReply::text(
