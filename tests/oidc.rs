@@ -697,3 +697,57 @@ scopes = ["write"]
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A provider without a userinfo endpoint: identity comes from the ID token alone (no
+/// call to a Loopwise path that is not there); without `openid` nothing could say who
+/// signed in, and the login says so instead of calling a guessed URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_userinfo_signs_in_by_id_token_and_plain_oauth_says_why_not() {
+    let port = free_port();
+    let op =
+        Op::start_without_userinfo(CLIENT, &format!("http://127.0.0.1:{port}/oauth2/callback"));
+    let echo = echo_upstream().await;
+    let _gw = start_gateway(&gateway_toml(
+        &op,
+        port,
+        &format!("client_id = \"{CLIENT}\""),
+        &echo.addr.to_string(),
+    ))
+    .await;
+    let mut b = signed_in_at(&op, port, "grace").await;
+    let echo_body = b.navigate("/page").await.json();
+    assert_eq!(echoed(&echo_body, "x-loopwise-user"), Some("grace"));
+    assert_eq!(op.stats().await["userinfo"], 0);
+
+    // The same provider, asked for plain OAuth 2.0 (no `openid`): no ID token, no
+    // userinfo — the login fails with that reason, and nothing is guessed.
+    let port = free_port();
+    let op =
+        Op::start_without_userinfo(CLIENT, &format!("http://127.0.0.1:{port}/oauth2/callback"));
+    let text = gateway_toml(
+        &op,
+        port,
+        &format!("client_id = \"{CLIENT}\""),
+        &echo.addr.to_string(),
+    )
+    .replace(
+        r#"scopes = ["openid", "profile", "email", "offline_access"]"#,
+        r#"scopes = ["read"]"#,
+    );
+    let _gw2 = start_gateway(&text).await;
+    let mut b = Browser::new(&format!("http://127.0.0.1:{port}"));
+    let start = b.navigate("/page").await;
+    let back = sign_in(
+        &start.location(),
+        "grace",
+        &format!("http://127.0.0.1:{port}/oauth2/callback"),
+    )
+    .await;
+    let u = url::Url::parse(&back).unwrap();
+    let r = b
+        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert!(r.body.contains("offers no userinfo endpoint"), "{}", r.body);
+    assert_eq!(b.xhr("/page").await.status, StatusCode::UNAUTHORIZED);
+}

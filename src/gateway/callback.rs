@@ -409,7 +409,7 @@ async fn oidc_identity(
     let has_userinfo = school
         .client
         .metadata()
-        .is_some_and(|m| m.userinfo_endpoint.is_some());
+        .is_some_and(|m| m.userinfo_url().is_some());
     if !has_userinfo {
         return Ok(identity);
     }
@@ -438,6 +438,12 @@ fn loopwise_failure(e: &LoopwiseError) -> LoginFailure {
             tracing::error!(error = %what, "the school answered the login with something unexpected");
             LoginFailure::Unexpected {
                 what: "The school's server answered something unexpected".into(),
+            }
+        }
+        LoopwiseError::Unsupported(what) => {
+            tracing::error!(missing = %what, "login impossible: the school's server offers no userinfo; add `openid` to the school's scopes so identity comes from the ID token");
+            LoginFailure::Unexpected {
+                what: format!("The school's server offers no {what} to say who signed in"),
             }
         }
         other => {

@@ -378,7 +378,12 @@ impl LoopwiseClient {
     }
 
     pub async fn userinfo(&self, access_token: &str) -> Result<Identity, LoopwiseError> {
-        let req = HttpRequest::get(self.ready()?.metadata.userinfo_url()).bearer(access_token);
+        let url = self
+            .ready()?
+            .metadata
+            .userinfo_url()
+            .ok_or(LoopwiseError::Unsupported("userinfo endpoint"))?;
+        let req = HttpRequest::get(url).bearer(access_token);
         parse_userinfo(&self.send(req).await?, &self.claims)
     }
 
@@ -654,6 +659,7 @@ mod tests {
                 LoopwiseError::Unavailable(_) => "unavailable",
                 LoopwiseError::Malformed(_) => "malformed",
                 LoopwiseError::Unreachable(_) => "unreachable",
+                LoopwiseError::Unsupported(_) => "unsupported",
             };
             assert_eq!(actual, kind);
         }
@@ -667,7 +673,21 @@ mod tests {
         assert!(Metadata::parse(&resp(200, body), "https://lw.test").is_err());
         let body = r#"{"issuer":"https://lw.test","authorization_endpoint":"a","token_endpoint":"t","code_challenge_methods_supported":["S256"]}"#;
         let m = Metadata::parse(&resp(200, body), "https://lw.test").unwrap();
-        assert_eq!(m.userinfo_url(), "https://lw.test/api/oauth/userinfo");
+        assert_eq!(
+            m.userinfo_url(),
+            None,
+            "not Loopwise's token path: no userinfo"
+        );
+        let body = r#"{"issuer":"https://lw.test","authorization_endpoint":"a","token_endpoint":"https://lw.test/api/oauth/token","code_challenge_methods_supported":["S256"]}"#;
+        let m = Metadata::parse(&resp(200, body), "https://lw.test").unwrap();
+        assert_eq!(
+            m.userinfo_url().as_deref(),
+            Some("https://lw.test/api/oauth/userinfo"),
+            "a Loopwise school: its documented path"
+        );
+        let body = r#"{"issuer":"https://op.test","authorization_endpoint":"a","token_endpoint":"t","userinfo_endpoint":"https://op.test/me","code_challenge_methods_supported":["S256"]}"#;
+        let m = Metadata::parse(&resp(200, body), "https://op.test").unwrap();
+        assert_eq!(m.userinfo_url().as_deref(), Some("https://op.test/me"));
     }
 
     #[test]

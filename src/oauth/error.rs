@@ -20,6 +20,10 @@ pub enum LoopwiseError {
     /// A 2xx whose body is not what the protocol says: transient (proxies, HTML pages).
     #[error("Loopwise sent an unexpected response: {0}")]
     Malformed(String),
+    /// The server does not offer what the call needs (e.g. no userinfo endpoint): a
+    /// config matter, not an outage.
+    #[error("the school's server offers no {0}")]
+    Unsupported(&'static str),
 }
 
 impl LoopwiseError {

@@ -92,11 +92,17 @@ impl Metadata {
         Ok(m)
     }
 
-    /// Loopwise documents userinfo at a fixed path even when metadata omits it.
-    pub fn userinfo_url(&self) -> String {
-        self.userinfo_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("{}/api/oauth/userinfo", self.issuer.trim_end_matches('/')))
+    /// Where userinfo is: the advertised endpoint, or — for a Loopwise school, whose
+    /// metadata omits it but whose docs fix its path — Loopwise's own path. A Loopwise
+    /// school is recognised by its token endpoint at Loopwise's path. `None`: the server
+    /// has no userinfo (a standards server that only issues ID tokens).
+    pub fn userinfo_url(&self) -> Option<String> {
+        if let Some(u) = &self.userinfo_endpoint {
+            return Some(u.clone());
+        }
+        let base = self.issuer.trim_end_matches('/');
+        (self.token_endpoint == format!("{base}/api/oauth/token"))
+            .then(|| format!("{base}/api/oauth/userinfo"))
     }
 }
 

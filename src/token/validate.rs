@@ -287,7 +287,7 @@ pub(crate) async fn validate(
                 Ok(Verdict::Valid(mut info)) => {
                     let has_userinfo = loopwise
                         .metadata()
-                        .is_some_and(|m| m.userinfo_endpoint.is_some());
+                        .is_some_and(|m| m.userinfo_url().is_some());
                     if has_userinfo {
                         if let Ok(more) = loopwise.userinfo(token).await {
                             if more.sub == info.identity.sub {
@@ -333,6 +333,11 @@ async fn userinfo(
             }))
         }
         Err(LoopwiseError::Refused { .. }) => Ok(Verdict::Invalid),
+        // Neither introspection nor userinfo: nothing can vouch for an opaque token.
+        Err(LoopwiseError::Unsupported(what)) => {
+            tracing::warn!(missing = %what, "a Bearer cannot be validated: the school offers neither introspection nor userinfo");
+            Ok(Verdict::Invalid)
+        }
         Err(e) => Err(e),
     }
 }

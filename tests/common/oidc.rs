@@ -21,27 +21,27 @@ impl Op {
     /// Starts the provider with `issuer_path` (e.g. `/realms/x`, or empty), one public
     /// client `client_id` redirecting to `redirect_uri`, and access tokens of `ttl` s.
     pub fn start(issuer_path: &str, client_id: &str, redirect_uri: &str, ttl: u64) -> Op {
-        Op::start_with(
-            issuer_path,
-            json!([{
-                "client_id": client_id,
-                "redirect_uris": [redirect_uri],
-                "post_logout_redirect_uris": [redirect_uri.replace("/oauth2/callback", "/")],
-                "token_endpoint_auth_method": "none",
-                "grant_types": ["authorization_code", "refresh_token"],
-                "response_types": ["code"],
-            }]),
-            ttl,
-        )
+        Op::start_with(issuer_path, public_client(client_id, redirect_uri), ttl)
     }
 
     /// Starts the provider with `clients` (none: clients register themselves).
     pub fn start_with(issuer_path: &str, clients: Value, ttl: u64) -> Op {
+        Op::start_configured(issuer_path, clients, ttl, true)
+    }
+
+    /// Like [`Op::start`] (no issuer path, hour-long tokens), for a provider without a
+    /// userinfo endpoint: identity only from its ID tokens.
+    pub fn start_without_userinfo(client_id: &str, redirect_uri: &str) -> Op {
+        Op::start_configured("", public_client(client_id, redirect_uri), 3600, false)
+    }
+
+    fn start_configured(issuer_path: &str, clients: Value, ttl: u64, userinfo: bool) -> Op {
         let config = json!({
             "port": free_port(),
             "prefix": issuer_path,
             "access_token_ttl": ttl,
             "clients": clients,
+            "userinfo": userinfo,
         });
         let (child, issuer) = spawn(&config);
         Op {
@@ -70,6 +70,18 @@ impl Op {
             .await
             .unwrap()
     }
+}
+
+/// One public client (PKCE, no secret) with a post-logout URI at the gateway's root.
+fn public_client(client_id: &str, redirect_uri: &str) -> Value {
+    json!([{
+        "client_id": client_id,
+        "redirect_uris": [redirect_uri],
+        "post_logout_redirect_uris": [redirect_uri.replace("/oauth2/callback", "/")],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    }])
 }
 
 /// Runs tests/oidc/provider.mjs with `config`; returns it once it listens, and its issuer.

@@ -2,7 +2,8 @@
 // configured from the JSON in $OP_CONFIG, listening on 127.0.0.1 only. It publishes only
 // /.well-known/openid-configuration (no oauth-authorization-server document), sends
 // RFC 9207 `iss` in authorization responses and uses its development login and consent
-// pages. Prints "ready <issuer>" once it listens; stops when stdin closes.
+// pages. With "userinfo": false it has no userinfo endpoint. Prints "ready <issuer>" once
+// it listens; stops when stdin closes.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -28,6 +29,8 @@ const provider = new Provider(issuer, {
     registration: { enabled: true },
     registrationManagement: { enabled: true, rotateRegistrationAccessToken: false },
     rpInitiatedLogout: { enabled: true },
+    // `"userinfo": false` in $OP_CONFIG: a provider that only issues ID tokens.
+    userinfo: { enabled: cfg.userinfo !== false },
   },
   claims: {
     openid: ['sub'],
