@@ -446,6 +446,12 @@ async fn demo_flow(c: &Client, demo: &Demo) -> Result<(), String> {
     .await?;
     let name = text_of(c, "#name").await?;
     ensure!(name == "Ada Lovelace", "#name at /district is {name:?}");
+    // South Academy speaks OpenID Connect: the sign-in went by its verified ID token.
+    let stats = demo.south.stats();
+    ensure!(
+        stats.event("id_token_issued") == 1 && stats.endpoint("jwks") == 1,
+        "South Academy issued and the gateway verified one ID token: {stats:?}"
+    );
     Ok(())
 }
 

@@ -48,7 +48,7 @@ impl Demo {
         access_token_ttl: std::time::Duration,
     ) -> Result<Demo, DemoError> {
         let public_url = format!("http://{listen}");
-        let school = |subdomain: &str, id: u64| EmulatorConfig {
+        let school = |subdomain: &str, id: u64, openid: bool| EmulatorConfig {
             access_token_ttl,
             clients: vec![ClientSpec {
                 id: DEMO_CLIENT.into(),
@@ -57,10 +57,12 @@ impl Demo {
             }],
             school_subdomain: subdomain.into(),
             school_id: id,
+            openid,
             ..EmulatorConfig::default()
         };
-        let emulator = Emulator::start(school("demo", 4242)).await?;
-        let south = Emulator::start(school("south", 5151)).await?;
+        let emulator = Emulator::start(school("demo", 4242, false)).await?;
+        // A newer school: OpenID Connect (ID tokens, JWKS) besides Loopwise's dialect.
+        let south = Emulator::start(school("south", 5151, true)).await?;
         let app = SampleApp::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(DemoError::App)?;
