@@ -788,3 +788,82 @@ async fn https_upstreams_are_verified_against_the_route_ca_file() {
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A school's server that answers in the wrong shape: the token endpoint (a number for
+/// `access_token`) or userinfo (an HTML page with 200).
+async fn misbehaving_school(bad_token: bool) -> String {
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let meta = serde_json::json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
+        "token_endpoint": format!("{base}/api/oauth/token"),
+        "userinfo_endpoint": format!("{base}/api/oauth/userinfo"),
+        "code_challenge_methods_supported": ["S256"],
+    });
+    let token = if bad_token {
+        r#"{"access_token":5,"token_type":"Bearer"}"#
+    } else {
+        r#"{"access_token":"at-1","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-1"}"#
+    };
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || async move { axum::Json(meta) }),
+        )
+        .route(
+            "/api/oauth/token",
+            post(
+                move || async move { ([("content-type", "application/json")], token.to_string()) },
+            ),
+        )
+        .route(
+            "/api/oauth/userinfo",
+            get(|| async { ([("content-type", "text/html")], "<html>maintenance</html>") }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// A wrong-shaped answer at login is "the school's server answered something unexpected"
+/// (502, counted as `unexpected_answer`), not "unreachable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_shaped_answer_at_login_says_unexpected_not_unreachable() {
+    for bad_token in [true, false] {
+        let school = misbehaving_school(bad_token).await;
+        let echo = echo_upstream().await;
+        let setup = Setup::new(&school, echo.addr);
+        let _gw = setup.start().await;
+        let mut b = Browser::new(&setup.public_url);
+        let start = b.navigate("/page").await;
+        assert_eq!(start.status, StatusCode::FOUND);
+        let state = query_param(&start.location(), "state").unwrap();
+        let r = b
+            .navigate(&format!("/oauth2/callback?code=c-1&state={state}"))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+        assert!(
+            r.body.contains("answered something unexpected") && !r.body.contains("unreachable"),
+            "{}",
+            r.body
+        );
+        let metrics = http()
+            .get(format!("http://127.0.0.1:{}/metrics", setup.admin_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("loopgate_logins_total{")
+                    && l.contains("result=\"unexpected_answer\"")
+                    && l.ends_with(" 1")),
+            "bad_token={bad_token}\n{metrics}"
+        );
+        assert_eq!(b.xhr("/page").await.status, StatusCode::UNAUTHORIZED);
+    }
+}
