@@ -848,14 +848,7 @@ async fn a_wrong_shaped_answer_at_login_says_unexpected_not_unreachable() {
             "{}",
             r.body
         );
-        let metrics = http()
-            .get(format!("http://127.0.0.1:{}/metrics", setup.admin_port))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = scrape(format!("127.0.0.1:{}", setup.admin_port)).await;
         assert!(
             metrics
                 .lines()

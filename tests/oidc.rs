@@ -116,6 +116,13 @@ auth = "api"
     )
 }
 
+/// The browser follows the provider's redirect `back` to the gateway's callback.
+async fn back_at_gateway(b: &mut Browser, back: &str) -> Seen {
+    let u = url::Url::parse(back).unwrap();
+    b.navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
+        .await
+}
+
 /// A browser signed in as `user` at the provider.
 async fn signed_in(lab: &Lab, user: &str) -> Browser {
     signed_in_at(&lab.op, lab.port, user).await
@@ -143,9 +150,7 @@ async fn signed_in_at(op: &Op, port: u16, user: &str) -> Browser {
             .any(|(k, v)| k == "iss" && v == lab.op.issuer),
         "RFC 9207 iss: {back}"
     );
-    let done = b
-        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
-        .await;
+    let done = back_at_gateway(&mut b, &back).await;
     assert_eq!(
         done.status,
         StatusCode::FOUND,
@@ -279,10 +284,7 @@ async fn sign_out_revokes_and_ends_the_providers_session() {
     let mut b = Browser::new(&lab.url(""));
     let start = b.navigate("/page").await;
     let back = sign_in_with(&op, &start.location(), "ada", &lab.callback_prefix()).await;
-    let u = url::Url::parse(&back).unwrap();
-    let done = b
-        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
-        .await;
+    let done = back_at_gateway(&mut b, &back).await;
     assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
     assert_eq!(b.navigate("/page").await.status, StatusCode::OK);
 
@@ -372,10 +374,7 @@ async fn a_registration_the_provider_forgot_heals_on_the_callback_and_at_start_u
     )
     .await;
     op.restart();
-    let u = url::Url::parse(&back).unwrap();
-    let r = b2
-        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
-        .await;
+    let r = back_at_gateway(&mut b2, &back).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert!(r.body.contains("Please sign in again"), "{}", r.body);
     assert_eq!(
@@ -386,14 +385,7 @@ async fn a_registration_the_provider_forgot_heals_on_the_callback_and_at_start_u
     let healed: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_ne!(healed["client_id"].as_str().unwrap(), first_client);
     let admin = gw.gateway().admin_addr().unwrap();
-    let metrics = http()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(admin).await;
     assert!(
         metrics.contains("loopgate_reregistrations_total{result=\"ok\",school=\"default\"} 1"),
         "{metrics}"
@@ -458,21 +450,11 @@ async fn a_refresh_refused_for_a_forgotten_client_registers_again_before_the_nex
         &format!("http://127.0.0.1:{port}/oauth2/callback"),
     )
     .await;
-    let u = url::Url::parse(&back).unwrap();
-    let done = b
-        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
-        .await;
+    let done = back_at_gateway(&mut b, &back).await;
     assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
     assert_eq!(b.navigate("/page").await.status, StatusCode::OK);
     let admin = gw.gateway().admin_addr().unwrap();
-    let metrics = http()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(admin).await;
     for line in [
         "loopgate_refresh_total{result=\"invalid_client\",school=\"default\"} 1",
         "loopgate_reregistrations_total{result=\"ok\",school=\"default\"} 1",
@@ -572,10 +554,7 @@ async fn a_sign_in_cancelled_at_the_provider_says_the_school_refused() {
     let start = b.navigate("/page").await;
     let back = cancel(&start.location(), &lab.callback_prefix()).await;
     assert!(back.contains("error=access_denied"), "{back}");
-    let u = url::Url::parse(&back).unwrap();
-    let r = b
-        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
-        .await;
+    let r = back_at_gateway(&mut b, &back).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(
         r.body.contains("Your school refused the sign-in"),
@@ -743,10 +722,7 @@ async fn a_provider_without_userinfo_signs_in_by_id_token_and_plain_oauth_says_w
         &format!("http://127.0.0.1:{port}/oauth2/callback"),
     )
     .await;
-    let u = url::Url::parse(&back).unwrap();
-    let r = b
-        .navigate(&format!("{}?{}", u.path(), u.query().unwrap()))
-        .await;
+    let r = back_at_gateway(&mut b, &back).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
     assert!(r.body.contains("offers no userinfo endpoint"), "{}", r.body);
     assert_eq!(b.xhr("/page").await.status, StatusCode::UNAUTHORIZED);

@@ -327,14 +327,7 @@ async fn refresh_and_sign_out_go_to_the_sessions_own_school() {
     assert_eq!(s.north.stats().grant("refresh_token", "ok"), 1);
     assert_eq!(s.south.stats().grant("refresh_token", "ok"), 1);
     let admin = s.gw.gateway().admin_addr().unwrap();
-    let text = http()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(admin).await;
     for school in ["north", "south"] {
         for line in [
             format!("loopgate_refresh_total{{result=\"ok\",school=\"{school}\"}} 1"),
@@ -496,14 +489,7 @@ async fn readiness_names_each_school_and_one_school_down_keeps_the_gateway_ready
         body.contains("loopwise metadata of south: not loaded ("),
         "{body}"
     );
-    let metrics = http()
-        .get(admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(format!("127.0.0.1:{admin_port}")).await;
     for line in [
         "loopgate_school_ready{school=\"north\"} 1",
         "loopgate_school_ready{school=\"south\"} 0",

@@ -91,6 +91,16 @@ pub async fn echo_upstream() -> Echo {
 }
 
 /// The first value of header `name` in an echo body.
+/// The Prometheus text of the admin listener at `admin` (`host:port`).
+pub async fn scrape(admin: impl std::fmt::Display) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("the admin listener answers")
+        .text()
+        .await
+        .expect("a metrics body")
+}
+
 pub fn echoed<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body["headers"][name][0].as_str()
 }
