@@ -28,16 +28,16 @@ pub(super) async fn reregister(gw: &Gateway, school: &School, now: u64) -> Heale
     match school.client.reregister(now).await {
         Ok(Some(client_id)) => {
             count("ok");
-            tracing::warn!(school = %school.id, %client_id, "the school answered invalid_client: registered again; the user signs in again");
+            tracing::warn!(school = %school.id, %client_id, "the school no longer knew the client: registered again; the next login uses the new client");
             Healed::Registered
         }
         Ok(None) => {
-            tracing::warn!(school = %school.id, "the school refused the client (invalid_client)");
+            tracing::warn!(school = %school.id, "the school does not know the client and it cannot register again now (a configured client_id, or registered again less than a minute ago)");
             Healed::NotRegistered
         }
         Err(e) => {
             count("error");
-            tracing::error!(school = %school.id, error = %e, "the school answered invalid_client and registering again failed");
+            tracing::error!(school = %school.id, error = %e, "the school no longer knows the client and registering again failed");
             Healed::Failed
         }
     }

@@ -247,10 +247,14 @@ pub(crate) fn unverified_claims(token: &str) -> (Option<u64>, Option<String>) {
 /// A JWT's `iss`, read *without* verifying the token: it only picks the school that
 /// then validates it, and is never believed on its own.
 pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
+    /// Only `iss`: the other claims are skipped, not built into a JSON tree.
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_string)
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
 }
 
 #[derive(Deserialize)]
@@ -566,6 +570,19 @@ mod tests {
                 "{aud}"
             );
         }
+    }
+
+    #[test]
+    fn the_unverified_issuer_is_read_only_when_it_is_a_string() {
+        let t = |c| token(b"k", c);
+        assert_eq!(
+            unverified_issuer(&t(json!({"iss": ISS, "sub": "a", "roles": ["x"]}))).as_deref(),
+            Some(ISS)
+        );
+        for c in [json!({"iss": 5}), json!({"iss": null}), json!({"sub": "a"})] {
+            assert_eq!(unverified_issuer(&t(c.clone())), None, "{c}");
+        }
+        assert_eq!(unverified_issuer("not.a-jwt!.x"), None);
     }
 
     #[test]
