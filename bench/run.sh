@@ -77,8 +77,19 @@ bin="${CARGO_TARGET_DIR:-target}/release/examples"
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
+  # nginx and redis stop at once on SIGTERM; a pingora server drains for up to its
+  # graceful-shutdown timeout (minutes), not worth waiting for once the measurements are
+  # taken: what is still running after 2 s gets SIGKILL.
+  local pid alive
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 20); do
+    alive=
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.1
+  done
   for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$tmp"
