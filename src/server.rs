@@ -153,6 +153,12 @@ pub fn run_blocking(
     let addr = server_config.listen;
     let public = server_config.public_url.clone();
     let shutdown_delay = server_config.shutdown_delay;
+    // Not ready until the signal handlers are in place (see `Shared::signals_pending`).
+    generation
+        .gateway
+        .shared
+        .signals_pending
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let live = Live::new(generation, Some(config_path));
     let server = build_server(live.clone(), true, &mode)?;
     tracing::info!(listen = %addr, public_url = %public, upgrade = mode.upgrade, daemon = mode.daemon, pid = std::process::id(), "Loopgate gateway starting");

@@ -184,6 +184,24 @@ async fn readyz_is_ready_when_every_route_has_a_backend() {
     let r = http().get(format!("{admin}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().starts_with("ready"));
+    // `loopgate run` before its signal handlers are installed (a SIGTERM then would kill
+    // the process without a drain): not ready.
+    let shared = &rig.gw.gateway().shared;
+    shared
+        .signals_pending
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = http().get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("starting: signal handlers not installed yet"));
+    shared
+        .signals_pending
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let r = http().get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 /// A restart during a Loopwise outage: the gateway starts anyway, keeps signed-in users

@@ -20,6 +20,10 @@ pub struct Shared {
     pub clock: Clock,
     /// Set when a graceful shutdown starts: `/readyz` turns 503.
     pub draining: AtomicBool,
+    /// Set while `loopgate run` has not yet installed its signal handlers: pingora starts
+    /// the listeners first, and a SIGTERM in that window would kill the process without a
+    /// drain, so `/readyz` stays 503 until it is cleared.
+    pub signals_pending: AtomicBool,
     pub store: Arc<dyn SessionStore>,
     /// So that no refresh token is ever spent twice, even across a reload.
     pub refresh: Arc<dyn RefreshCoordinator>,
@@ -40,6 +44,7 @@ impl Shared {
             metrics,
             clock: Clock::default(),
             draining: AtomicBool::new(false),
+            signals_pending: AtomicBool::new(false),
             store: Arc::new(CookieStore),
             refresh: Arc::new(Refresher::new(refresh_grace)),
             replay: Arc::new(LocalReplayGuard::default()),

@@ -25,6 +25,9 @@ pub(crate) async fn readiness(generation: &Generation) -> Vec<String> {
     if gw.shared.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_string());
     }
+    if gw.shared.signals_pending.load(Ordering::Relaxed) {
+        reasons.push("starting: signal handlers not installed yet".to_string());
+    }
     // Ready while one school can sign users in: one school's outage must not take every
     // replica out of the load balancer (its routes answer 503 on their own).
     let pending: Vec<(String, String)> = gw

@@ -121,6 +121,12 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers; SIGTERM will kill the process");
             return std::future::pending().await;
         };
+        // SIGTERM drains from now on: ready.
+        self.live
+            .current()
+            .shared
+            .signals_pending
+            .store(false, Ordering::Relaxed);
         loop {
             tokio::select! {
                 _ = term.recv() => {
