@@ -2,7 +2,6 @@
 //! exchanges the code, asks who the user is and stores the session. Every way it can
 //! fail is a [`LoginFailure`], which gives the page, the status and the metrics label.
 
-use super::heal::Healed;
 use super::{Gateway, RequestView};
 use crate::gateway::reply::Reply;
 use crate::html::escape;
@@ -286,7 +285,7 @@ async fn complete(
 
     let tokens = match school.client.exchange_code(&code, &login.verifier).await {
         Ok(t) => t,
-        Err(LoopwiseError::Refused { code, .. }) if code == "invalid_client" => {
+        Err(e) if e.is_client_unknown() => {
             return Err(fail(heal(gw, school, now).await));
         }
         Err(e) => return Err(fail(loopwise_failure(&e))),
@@ -369,11 +368,12 @@ async fn complete(
 /// The token endpoint says it does not know the client: a dynamically registered client
 /// registers again and the user signs in again; a configured one is a refusal.
 async fn heal(gw: &Gateway, school: &crate::oauth::School, now: u64) -> LoginFailure {
-    match super::heal::reregister(gw, school, now).await {
-        Healed::Registered => LoginFailure::Reregistered,
-        Healed::NotRegistered | Healed::Failed => LoginFailure::Refused {
+    if super::heal::reregister(gw, school, now).await {
+        LoginFailure::Reregistered
+    } else {
+        LoginFailure::Refused {
             code: "invalid_client".into(),
-        },
+        }
     }
 }
 

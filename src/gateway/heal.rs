@@ -6,18 +6,10 @@
 use super::Gateway;
 use crate::oauth::School;
 
-/// What became of the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Healed {
-    /// Registered again: the next login uses the new client id.
-    Registered,
-    /// A configured client (or one that registered again less than a minute ago).
-    NotRegistered,
-    /// Registering again failed (logged).
-    Failed,
-}
-
-pub(super) async fn reregister(gw: &Gateway, school: &School, now: u64) -> Healed {
+/// Registers `school`'s client again; whether it did (the next login then uses the new
+/// client id). A configured client, or one that registered again less than a minute ago,
+/// does not; a failure is logged and counted.
+pub(super) async fn reregister(gw: &Gateway, school: &School, now: u64) -> bool {
     let count = |result: &str| {
         gw.shared
             .metrics
@@ -29,35 +21,37 @@ pub(super) async fn reregister(gw: &Gateway, school: &School, now: u64) -> Heale
         Ok(Some(client_id)) => {
             count("ok");
             tracing::warn!(school = %school.id, %client_id, "the school no longer knew the client: registered again; the next login uses the new client");
-            Healed::Registered
+            true
         }
         Ok(None) => {
             tracing::warn!(school = %school.id, "the school does not know the client and it cannot register again now (a configured client_id, or registered again less than a minute ago)");
-            Healed::NotRegistered
+            false
         }
         Err(e) => {
             count("error");
             tracing::error!(school = %school.id, error = %e, "the school no longer knows the client and registering again failed");
-            Healed::Failed
+            false
         }
     }
 }
 
 impl Gateway {
-    /// Asks every school whose client registered itself (and wants it checked) whether it
-    /// still knows the client, and registers again where it forgot: a forgotten client
+    /// The schools whose client registered itself and wants it checked, with how often.
+    fn checked_registrations(&self) -> impl Iterator<Item = (&School, std::time::Duration)> {
+        self.schools
+            .iter()
+            .filter(|s| s.client.is_registered_dynamically())
+            .filter_map(|s| Some((s, self.config.school(&s.id)?.registration_check)))
+            .filter(|(_, every)| !every.is_zero())
+    }
+
+    /// Asks every school of [`checked_registrations`](Self::checked_registrations) whether
+    /// it still knows the client, and registers again where it forgot: a forgotten client
     /// otherwise shows up only as the school's error page at the next login, which the
     /// gateway never sees. Run every `registration_check` by the runtime.
     pub(crate) async fn check_registrations(&self, now: u64) {
-        for school in self.schools.iter() {
-            let wanted = self
-                .config
-                .school(&school.id)
-                .is_some_and(|lw| !lw.registration_check.is_zero());
-            if wanted
-                && school.client.is_registered_dynamically()
-                && school.client.registration_forgotten().await
-            {
+        for (school, _) in self.checked_registrations() {
+            if school.client.registration_forgotten().await {
                 tracing::warn!(school = %school.id, "the school no longer knows the registered client");
                 reregister(self, school, now).await;
             }
@@ -65,13 +59,8 @@ impl Gateway {
     }
 
     /// How long until the next registration check: the shortest `registration_check` of
-    /// the schools whose client registered itself; `None` when there are none.
+    /// the checked schools; `None` when there are none.
     pub(crate) fn registration_check_every(&self) -> Option<std::time::Duration> {
-        self.schools
-            .iter()
-            .filter(|s| s.client.is_registered_dynamically())
-            .filter_map(|s| self.config.school(&s.id).map(|lw| lw.registration_check))
-            .filter(|d| !d.is_zero())
-            .min()
+        self.checked_registrations().map(|(_, every)| every).min()
     }
 }

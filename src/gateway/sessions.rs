@@ -156,7 +156,7 @@ impl Gateway {
                 RefreshOutcome::ClientUnknown => {
                     // So that the login this user is sent to works at once.
                     if attempt.performed {
-                        let _ = super::heal::reregister(self, school, now).await;
+                        super::heal::reregister(self, school, now).await;
                     }
                     return SessionAuth::Ended {
                         clear: self.clear_session_cookies(school_name, headers),

@@ -30,7 +30,14 @@ impl LoopwiseError {
     /// Whether the grant behind the request is dead (`invalid_grant`, `invalid_client`):
     /// the session must end. Anything else may succeed later.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, LoopwiseError::Refused { code, .. } if code == "invalid_grant" || code == "invalid_client")
+        matches!(self, LoopwiseError::Refused { code, .. } if code == "invalid_grant")
+            || self.is_client_unknown()
+    }
+
+    /// Whether the server does not know (or does not accept) this client
+    /// (`invalid_client`): a client that registered itself may register again.
+    pub fn is_client_unknown(&self) -> bool {
+        matches!(self, LoopwiseError::Refused { code, .. } if code == "invalid_client")
     }
 }
 

@@ -178,9 +178,7 @@ impl Refresher {
                 self.failures.invalidate(&session.sid);
                 RefreshOutcome::Refreshed(Box::new(apply(session, tokens, now)))
             }
-            Err(LoopwiseError::Refused { code, .. }) if code == "invalid_client" => {
-                RefreshOutcome::ClientUnknown
-            }
+            Err(e) if e.is_client_unknown() => RefreshOutcome::ClientUnknown,
             Err(e) if e.is_fatal() => RefreshOutcome::Ended,
             Err(e) => {
                 let n = self.failures.get(&session.sid).unwrap_or(0) + 1;

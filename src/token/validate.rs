@@ -303,9 +303,7 @@ pub(crate) async fn validate(
                 }
                 // A public client cannot authenticate to introspection on many servers:
                 // userinfo still tells whether the token is good.
-                Err(LoopwiseError::Refused { code, .. })
-                    if code == "invalid_client" && !loopwise.is_confidential() =>
-                {
+                Err(e) if e.is_client_unknown() && !loopwise.is_confidential() => {
                     userinfo(loopwise, token, now).await
                 }
                 other => other,

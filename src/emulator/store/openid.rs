@@ -15,7 +15,7 @@ use crate::emulator::users::DemoUser;
 /// The school's ID-token signing key. Its private half never leaves this type (no
 /// `Debug` of the bytes).
 pub(crate) struct SigningKey {
-    pkcs8: Vec<u8>,
+    key: EncodingKey,
     kid: String,
     /// The public key as a JWK (RFC 7517/7518 §6.2: EC P-256).
     jwk: Value,
@@ -82,7 +82,7 @@ impl SigningKey {
             "kid": kid,
         });
         SigningKey {
-            pkcs8: pkcs8.as_ref().to_vec(),
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
             kid,
             jwk,
         }
@@ -110,7 +110,7 @@ impl SigningKey {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&self.pkcs8))
+        jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|_| OAuthError::invalid_request("could not sign the id_token"))
     }
 }
